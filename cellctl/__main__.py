@@ -1,0 +1,5 @@
+import sys
+
+from cellctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI commands; each module has ``main(args) -> exit code``."""

@@ -1,0 +1,27 @@
+"""Helpers shared by commands: the embedded default config and profile lookup."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from cellctl.config import CellConfig, ResolvedProfile, cell_relative, load_cell, resolve_profile
+
+EMBEDDED_CONFIG = "cell-sim.yaml"
+
+
+def embedded_config() -> Path:
+    """The sim cell config shipped inside the package (profiles/cell-sim.yaml)."""
+    return Path(str(files("cellctl.profiles") / EMBEDDED_CONFIG))
+
+
+def find_profile(
+    name: str, config_path: Path | None, *, verify_model: bool = True
+) -> tuple[ResolvedProfile, CellConfig, Path]:
+    """A profile by name (in the config's profiles_dir) or by YAML path."""
+    config_path = config_path or embedded_config()
+    cell = load_cell(config_path)
+    candidate = Path(name)
+    if candidate.suffix not in (".yaml", ".yml"):
+        candidate = cell_relative(config_path, cell.profiles_dir) / f"{name}.yaml"
+    return resolve_profile(candidate, cell, verify_model=verify_model), cell, config_path

@@ -1,0 +1,43 @@
+"""``cellctl run --config CELL.yaml``: the inspection daemon, until SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+
+from cellctl.app import Cell
+from cellctl.config import ConfigError, cell_relative, load_cell, load_profiles
+from cellctl.devices import NotConnected
+from cellctl.drivers import DriverInitError
+from cellctl.logs import configure
+
+log = structlog.get_logger("cellctl.run")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    cell_cfg = load_cell(args.config)
+    configure(cell_cfg.log_format, args.log_level or "info")
+    profiles = load_profiles(args.config, cell_cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Cell(cell_cfg, profiles, cell_relative(args.config, cell_cfg.storage.records_db)) as cell:
+        await cell.run(stop)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except (NotConnected, DriverInitError) as exc:
+        log.error("cell.start_failed", error=str(exc))
+        return 3

@@ -1,0 +1,46 @@
+"""Cell config and part profiles: pydantic models, YAML loading with lines, resolving."""
+
+from cellctl.config.cell import CellConfig, Devices, RobotLink, Storage, Timeouts
+from cellctl.config.loader import ConfigError, Problem, load, read_yaml, validate
+from cellctl.config.profile import PartProfile, PreprocessSettings, Roi, SimGeometry, Tiling
+from cellctl.config.resolve import (
+    ResolvedProfile,
+    ViewSpec,
+    cell_relative,
+    file_sha256,
+    is_profile_file,
+    load_cell,
+    load_profiles,
+    resolve_profile,
+    view_specs,
+)
+
+__all__ = [
+    # models
+    "CellConfig",
+    "Devices",
+    "PartProfile",
+    "PreprocessSettings",
+    "RobotLink",
+    "Roi",
+    "SimGeometry",
+    "Storage",
+    "Tiling",
+    "Timeouts",
+    # loading
+    "ConfigError",
+    "Problem",
+    "load",
+    "read_yaml",
+    "validate",
+    # resolving
+    "ResolvedProfile",
+    "ViewSpec",
+    "cell_relative",
+    "file_sha256",
+    "is_profile_file",
+    "load_cell",
+    "load_profiles",
+    "resolve_profile",
+    "view_specs",
+]

@@ -1,0 +1,77 @@
+"""Cell config: the wiring of one cell (devices, robot link, storage, timeouts)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cellctl.drivers import DeviceUrl, SettingsModel
+
+
+class DeviceSettings(SettingsModel):
+    url: str = Field(description="backend URL, e.g. sim://")
+
+    @field_validator("url")
+    @classmethod
+    def verify_url(cls, value: str) -> str:
+        DeviceUrl.parse(value)
+        return value
+
+
+class StageDevice(DeviceSettings):
+    encoder_counts_per_rev: int = Field(
+        default=8192, ge=64, le=1_048_576, description="encoder edges per turntable revolution"
+    )
+
+
+class Devices(SettingsModel):
+    frame_camera: DeviceSettings = Field(default_factory=lambda: DeviceSettings(url="sim://"))
+    line_camera: DeviceSettings = Field(default_factory=lambda: DeviceSettings(url="sim://"))
+    stage: StageDevice = Field(default_factory=lambda: StageDevice(url="sim://"))
+    lighting: DeviceSettings = Field(default_factory=lambda: DeviceSettings(url="sim://"))
+
+
+class RobotLink(SettingsModel):
+    endpoint: str = Field(
+        default="tcp://127.0.0.1:5560",
+        pattern=r"^(tcp|ipc)://",
+        description="ZeroMQ endpoint of the robot bridge (the bridge binds, the cell connects)",
+    )
+    ack_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0, description="resend after this")
+    delivery_deadline_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="give up resending and raise an alarm"
+    )
+    heartbeat_s: float = Field(default=1.0, gt=0.0, le=60.0)
+
+
+class Timeouts(SettingsModel):
+    """Every step of the cycle has its own limit; a step over it makes the part RECHECK."""
+
+    connect_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    light_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    move_s: float = Field(default=5.0, gt=0.0, le=120.0, description="one head-position move")
+    frame_s: float = Field(default=2.0, gt=0.0, le=60.0, description="one head frame")
+    strip_s: float = Field(default=5.0, gt=0.0, le=120.0, description="the line-scan strip after the revolution")
+    inference_s: float = Field(default=5.0, gt=0.0, le=120.0, description="preprocess + infer all views")
+
+
+class Storage(SettingsModel):
+    records_db: str = Field(
+        default="/var/lib/cellctl/records.db", description="SQLite file, relative to the config file"
+    )
+
+
+class CellConfig(SettingsModel):
+    schema_version: Literal[1] = 1
+    cell_id: str = Field(default="cell-01", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    profiles_dir: str = Field(default=".", description="folder of part profiles, relative to the config file")
+    default_profile: str = Field(default="m8x40-hex", description="profile used when a request names none")
+    devices: Devices = Field(default_factory=Devices)
+    robot: RobotLink = Field(default_factory=RobotLink)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    storage: Storage = Field(default_factory=Storage)
+    inference_threads: int = Field(default=2, ge=1, le=64, description="onnxruntime intra-op threads")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON lines otherwise"
+    )

@@ -1,0 +1,136 @@
+"""Resolving validated configs: merging, derived values and file checks (the I/O step).
+
+Validators only check shapes and ranges; everything that reads other files or combines the
+cell config with a profile happens here, once, at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellctl.config.cell import CellConfig
+from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
+from cellctl.config.profile import PartProfile
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One model input of a part: a head shot or one tile of the line-scan strip."""
+
+    name: str  # "head@90" or "shank[r1,c0]"
+    kind: str  # "head" | "shank"
+    source: int  # index of the head frame, or -1 for the strip
+    x_px: int
+    y_px: int
+    width_px: int
+    height_px: int
+
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    name: str
+    path: Path
+    profile: PartProfile
+    model_path: Path
+    views: tuple[ViewSpec, ...]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def view_specs(profile: PartProfile) -> tuple[ViewSpec, ...]:
+    pre = profile.preprocess
+    head = pre.head_roi
+    views = [
+        ViewSpec(f"head@{angle:g}", "head", i, head.x_px, head.y_px, head.width_px, head.height_px)
+        for i, angle in enumerate(profile.head_positions_deg)
+    ]
+    roi, tiles = pre.shank_roi, pre.shank_tiles
+    tile_h, tile_w = roi.height_px // tiles.rows, roi.width_px // tiles.cols
+    for r in range(tiles.rows):
+        for c in range(tiles.cols):
+            views.append(
+                ViewSpec(
+                    f"shank[r{r},c{c}]", "shank", -1,
+                    roi.x_px + c * tile_w, roi.y_px + r * tile_h, tile_w, tile_h,
+                )
+            )
+    return tuple(views)
+
+
+def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model: bool = True) -> ResolvedProfile:
+    """Load a profile, check it against the cell wiring and (optionally) its model file."""
+    path = path.resolve()
+    data = read_yaml(path)
+    profile = validate(PartProfile, data, path)
+    problems: list[Problem] = []
+
+    def problem(field: str, message: str) -> None:
+        problems.append(Problem(str(path), line_of(data, field), field, message))
+
+    model_path = (path.parent / profile.model.path).resolve()
+    if verify_model:
+        if not model_path.is_file():
+            problem("model.path", f"no such file: {model_path}")
+        elif (actual := file_sha256(model_path)) != profile.model.sha256:
+            problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
+    if cell is not None:
+        line = profile.line_scan
+        counts = cell.devices.stage.encoder_counts_per_rev
+        lines = counts * line.encoder_multiplier / line.encoder_divider
+        if lines != line.lines_per_revolution:
+            problem(
+                "line_scan.lines_per_revolution",
+                f"is {line.lines_per_revolution}, but the encoder gives {counts} x "
+                f"{line.encoder_multiplier} / {line.encoder_divider} = {lines:g} lines per revolution",
+            )
+    if problems:
+        raise ConfigError(problems)
+    return ResolvedProfile(path.stem, path, profile, model_path, view_specs(profile))
+
+
+def load_cell(path: Path) -> CellConfig:
+    return load(CellConfig, path.resolve())
+
+
+def cell_relative(config_path: Path, value: str) -> Path:
+    """Paths in a cell config are relative to the config file."""
+    return (config_path.resolve().parent / value).resolve()
+
+
+def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProfile]:
+    """Every profile in the cell's profile folder, by name; any error fails the whole set."""
+    folder = cell_relative(config_path, cell.profiles_dir)
+    problems: list[Problem] = []
+    profiles: dict[str, ResolvedProfile] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if path.resolve() == config_path.resolve() or not is_profile_file(path):
+            continue
+        try:
+            profiles[path.stem] = resolve_profile(path, cell)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if cell.default_profile not in profiles and not problems:
+        problems.append(
+            Problem(str(config_path), line_of(read_yaml(config_path), "default_profile"), "default_profile",
+                    f"no profile {cell.default_profile!r} in {folder} (have: {', '.join(profiles) or 'none'})")
+        )
+    if problems:
+        raise ConfigError(problems)
+    return profiles
+
+
+def is_profile_file(path: Path) -> bool:
+    """Profiles are told from cell configs by their ``part_number`` field."""
+    try:
+        head = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(line.startswith("part_number:") for line in head.splitlines())

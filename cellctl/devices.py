@@ -1,0 +1,72 @@
+"""Building the cell's devices from the config and connecting them in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from cellctl.config import CellConfig, ResolvedProfile
+from cellctl.drivers import CellError
+from cellctl.drivers.camera import FRAME_CAMERAS, LINE_CAMERAS, FrameCamera, LineScanCamera
+from cellctl.drivers.lighting import LIGHTS, Lighting
+from cellctl.drivers.stage import STAGES, Stage
+
+
+class NotConnected(CellError):
+    """One or more devices failed to connect; the message names each with its error."""
+
+    def __init__(self, errors: dict[str, BaseException]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {err}" for name, err in errors.items()))
+
+
+@dataclass(frozen=True)
+class CellDevices:
+    frame_camera: FrameCamera
+    line_camera: LineScanCamera
+    stage: Stage
+    lighting: Lighting
+
+    @classmethod
+    def build(cls, config: CellConfig, context: dict[str, Any]) -> CellDevices:
+        """Construct (no I/O) the backend each device URL names; ``context`` is shared by
+        the backends of this cell (the simulator keeps its world there)."""
+        d = config.devices
+        return cls(
+            frame_camera=FRAME_CAMERAS.create(d.frame_camera.url, context=context),
+            line_camera=LINE_CAMERAS.create(d.line_camera.url, context=context),
+            stage=STAGES.create(d.stage.url, context=context),
+            lighting=LIGHTS.create(d.lighting.url, context=context),
+        )
+
+    def named(self) -> dict[str, Any]:
+        return {"frame_camera": self.frame_camera, "line_camera": self.line_camera,
+                "stage": self.stage, "lighting": self.lighting}
+
+    async def connect(self, timeout_s: float) -> None:
+        errors: dict[str, BaseException] = {}
+
+        async def one(name: str, device: Any) -> None:
+            try:
+                await asyncio.wait_for(device.connect(timeout_s), timeout_s)
+            except (CellError, TimeoutError, OSError) as exc:
+                errors[name] = exc
+
+        async with asyncio.TaskGroup() as tg:
+            for name, device in self.named().items():
+                tg.create_task(one(name, device))
+        if errors:
+            raise NotConnected(errors)
+
+    async def configure(self, rp: ResolvedProfile) -> None:
+        p = rp.profile
+        await self.frame_camera.configure(p.frame_camera)
+        await self.line_camera.configure(p.line_scan)
+        await self.stage.configure(p.motion)
+        await self.lighting.configure(p.lighting)
+
+    async def close(self) -> None:
+        # lights off first: a UV bar left on is the one hazard here
+        for device in (self.lighting, self.stage, self.line_camera, self.frame_camera):
+            await device.close()

@@ -1,0 +1,65 @@
+"""Backend selection by URL scheme (``sim://``, later ``gentl://``, ``serial://`` ...).
+
+Backends are named as ``"module:Class"`` strings and imported only when a config asks for
+them, so a missing optional dependency only hurts the cell that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from cellctl.drivers.errors import DriverUnavailable
+
+
+@dataclass(frozen=True)
+class DeviceUrl:
+    """A parsed device URL: ``scheme://location?key=value``."""
+
+    raw: str
+    scheme: str
+    location: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str) -> DeviceUrl:
+        parts = urlsplit(raw)
+        if not parts.scheme:
+            raise ValueError(f"device URL {raw!r} has no scheme (expected e.g. 'sim://')")
+        return cls(
+            raw=raw,
+            scheme=parts.scheme.lower(),
+            location=(parts.netloc + parts.path),
+            options=dict(parse_qsl(parts.query)),
+        )
+
+
+@dataclass(frozen=True)
+class BackendRegistry:
+    """Maps URL schemes of one device kind to ``"module:Class"`` backends."""
+
+    kind: str
+    backends: dict[str, str]
+
+    def load(self, url: DeviceUrl) -> type[Any]:
+        target = self.backends.get(url.scheme)
+        if target is None:
+            known = ", ".join(f"{s}://" for s in sorted(self.backends))
+            raise DriverUnavailable(
+                f"{self.kind}: unknown URL scheme {url.scheme!r} in {url.raw!r}; known: {known}"
+            )
+        module_name, _, class_name = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise DriverUnavailable(
+                f"{self.kind}: backend {url.scheme}:// needs module {module_name!r}, which "
+                f"failed to import ({exc}); install it with `pip install cellctl`"
+            ) from exc
+        return getattr(module, class_name)
+
+    def create(self, url: str, **kwargs: Any) -> Any:
+        parsed = DeviceUrl.parse(url)
+        return self.load(parsed)(parsed, **kwargs)

@@ -1,0 +1,43 @@
+"""The turntable: a stepper drive with an encoder that also clocks the line-scan camera.
+
+Backends: ``sim://`` (cellctl.sim). The SCL serial drive comes with the real drivers.
+"""
+
+from typing import Protocol
+
+from pydantic import Field
+
+from cellctl.drivers.registry import BackendRegistry
+from cellctl.drivers.settings import SettingsModel
+
+
+class MotionSettings(SettingsModel):
+    """Turntable motion for one part type (SCL: VE, AC/DE, EG)."""
+
+    speed_rps: float = Field(default=1.0, gt=0.0, le=5.0, description="cruise speed [VE], rev/s")
+    accel_rps2: float = Field(default=20.0, gt=0.0, le=200.0, description="accel/decel [AC/DE], rev/s^2")
+    settle_ms: float = Field(default=5.0, ge=0.0, le=1000.0, description="wait after in-position")
+
+
+class Stage(Protocol):
+    """Rotary stage moved in relative steps; position in degrees."""
+
+    async def connect(self, timeout_s: float) -> None:
+        """Open the drive, enable it; raise DriverInitError/DriverTimeout."""
+
+    async def configure(self, settings: MotionSettings) -> None:
+        """Apply speed and acceleration."""
+
+    async def home(self, timeout_s: float) -> None:
+        """Find the index and set the position to 0 degrees."""
+
+    async def move_by(self, degrees: float, timeout_s: float) -> None:
+        """Turn by ``degrees`` and return once in position and not moving."""
+
+    async def close(self) -> None:
+        """Disable the drive and release the port; safe to call twice."""
+
+
+STAGES = BackendRegistry("stage", {"sim": "cellctl.sim.stage:SimStage"})
+
+__all__ = ["STAGES", "MotionSettings", "Stage"]

@@ -1,0 +1,1 @@
+"""The simulated cell: scene renderer, simulated devices, robot bridge and training data."""

@@ -1,0 +1,147 @@
+"""Train the default student (ResNet-18, 224 x 224, binary defect) on simulator renders.
+
+    pip install -e '.[train]'
+    python -m cellctl.sim.train --out profiles/models/student-fp32.onnx
+
+Needs torch (the ``train`` extra); the daemon never imports this module. The ONNX graph has
+one input ``image`` (N x 3 x 224 x 224, RGB in [0, 1]) and two outputs: ``defect_prob`` (N)
+and ``features`` (N x 512 x 7 x 7, the last convolutional map, kept for Grad-CAM: with a
+global-average-pool + linear head the class activation map is fc weight x features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellctl.config import resolve_profile
+from cellctl.sim.dataset import build_tensors
+
+DEFAULT_PROFILES = ("m8x40-hex", "m12x80-hex")
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
+
+
+class ResNet18(nn.Module):
+    """The seed's student: torchvision's resnet18 layout (11.2 M parameters), one logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.layers(self.stem(x))
+        logit = self.fc(features.mean(dim=(2, 3))).squeeze(1)
+        return logit, features
+
+
+class Exported(nn.Module):
+    def __init__(self, net: ResNet18) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit, features = self.net(image)
+        return torch.sigmoid(logit), features
+
+
+def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch: int = 32) -> ResNet18:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = ResNet18().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * (len(x) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    pos = float(y.sum())
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y) - pos) / max(pos, 1.0)))
+    net.train()
+    for epoch in range(epochs):
+        order, t0, total = rng.permutation(len(x)), time.monotonic(), 0.0
+        for i in range(len(x) // batch):
+            idx = order[i * batch : (i + 1) * batch]
+            xb = torch.from_numpy(x[idx]).contiguous(memory_format=torch.channels_last)
+            # augment: mirror along the axis and +-15 % fluorescence (particle concentration)
+            if rng.random() < 0.5:
+                xb = xb.flip(3)
+            xb = xb * torch.from_numpy(rng.uniform(0.85, 1.15, (len(idx), 1, 1, 1)).astype(np.float32))
+            loss = loss_fn(net(xb)[0], torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        print(json.dumps({"epoch": epoch, "loss": total / (len(x) // batch), "s": round(time.monotonic() - t0, 1)}), flush=True)
+    return net.eval()
+
+
+def export(net: ResNet18, out: Path, size: int) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        Exported(net).eval(),
+        (torch.zeros(1, 3, size, size),),
+        str(out),
+        input_names=["image"],
+        output_names=["defect_prob", "features"],
+        dynamic_axes={"image": {0: "n"}, "defect_prob": {0: "n"}, "features": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--profiles-dir", type=Path, default=Path(__file__).resolve().parent.parent / "profiles")
+    ap.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES))
+    ap.add_argument("--parts", type=int, default=300, help="training parts per profile")
+    ap.add_argument("--defect-rate", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=20261124)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    profiles = [resolve_profile(args.profiles_dir / f"{n}.yaml", verify_model=False) for n in args.profiles]
+    t0 = time.monotonic()
+    x, y = build_tensors(profiles, args.seed, args.parts, args.defect_rate, workers=args.threads)
+    print(json.dumps({"views": len(y), "defect_views": int(y.sum()), "render_s": round(time.monotonic() - t0, 1)}), flush=True)
+    net = train(x, y, args.epochs, args.seed)
+    export(net, args.out, profiles[0].profile.preprocess.input_size_px)
+    meta = {"seed": args.seed, "parts_per_profile": args.parts, "defect_rate": args.defect_rate,
+            "epochs": args.epochs, "profiles": args.profiles, "views": len(y), "defect_views": int(y.sum()),
+            "torch": torch.__version__, "train_s": round(time.monotonic() - t0, 1)}
+    args.out.with_suffix(".train.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(json.dumps(meta), flush=True)
+
+
+if __name__ == "__main__":
+    main()

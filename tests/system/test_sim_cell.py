@@ -1,0 +1,67 @@
+"""The whole simulated cell: daemon, sim devices, INT8 model, SQLite, real ZeroMQ to the robot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sqlite3
+
+from cellctl.sim.run import simulate
+from cellctl.sim.world import Faults
+from tests.conftest import PROFILES
+
+CARD = json.loads((PROFILES / "models" / "student-int8.card.json").read_text())
+
+
+def _args(tmp_path, parts: int, **kw) -> argparse.Namespace:
+    base = dict(parts=parts, seed=7, defect_rate=0.2, profile=None, time_scale=0.0, config=None,
+                records=tmp_path / "records.db", json=True)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _rows(tmp_path) -> list[tuple]:
+    db = sqlite3.connect(tmp_path / "records.db")
+    return db.execute("SELECT seq, part_id, verdict, reason, ack_state FROM inspections ORDER BY seq").fetchall()
+
+
+async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tmp_path):
+    s = await simulate(_args(tmp_path, 60), tmp_path)
+    assert s["parts"] == 60 and s["delivered"] == 60 and s["lost"] == 0
+    assert sum(s["verdicts"].values()) == 60
+    assert s["defective"] >= 6  # the run exercises the reject path
+    good = s["parts"] - s["defective"]
+    bounds = CARD["sim_part_level"]
+    # within the card's part-level rates (rounded up to whole parts)
+    assert s["escapes"] <= math.ceil(bounds["escape_rate"] * s["defective"])
+    assert s["false_rejects"] <= math.ceil(bounds["false_reject_rate"] * good) + 1
+    assert s["verdicts"]["RECHECK"] == 0  # nothing failed, so nothing to recheck
+    assert s["bins"] == {str(b): n for b, n in ((1, s["verdicts"]["PASS"]), (2, s["verdicts"]["REJECT"])) if n}
+    rows = _rows(tmp_path)
+    assert [r[0] for r in rows] == list(range(1, 61))  # one record per part, sequence without gaps
+    assert all(r[4] == "acked" for r in rows)
+    assert s["latency_ms"]["p50"] > 0 and s["throughput_per_min"] > 0
+
+
+async def test_camera_timeout_gives_recheck_and_the_cell_carries_on(tmp_path):
+    s = await simulate(_args(tmp_path, 3, defect_rate=0.0), tmp_path,
+                       faults=Faults(frame_timeouts=1), timeouts={"frame_s": 0.3})
+    assert s["delivered"] == 3 and s["lost"] == 0
+    assert s["verdicts"]["RECHECK"] == 1 and s["bins"]["3"] == 1
+    (recheck,) = [r for r in _rows(tmp_path) if r[2] == "RECHECK"]
+    assert recheck[1] == "P00001" and recheck[3].startswith("frame: ")
+
+
+async def test_incomplete_revolution_gives_recheck(tmp_path):
+    s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path,
+                       faults=Faults(strip_timeouts=1), timeouts={"strip_s": 0.3})
+    assert s["delivered"] == 2 and s["verdicts"]["RECHECK"] == 1
+    (recheck,) = [r for r in _rows(tmp_path) if r[2] == "RECHECK"]
+    assert recheck[3].startswith("strip: ")
+
+
+async def test_stalled_turntable_gives_recheck_never_pass(tmp_path):
+    s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path,
+                       faults=Faults(stage_stall=True), timeouts={"move_s": 0.2})
+    assert s["delivered"] == 2 and s["verdicts"] == {"PASS": 0, "REJECT": 0, "RECHECK": 2}
+    assert all(r[3].startswith("move: ") for r in _rows(tmp_path))
