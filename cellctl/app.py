@@ -25,6 +25,7 @@ from cellctl.decision import decide
 from cellctl.devices import CellDevices
 from cellctl.drivers import DriverTimeout
 from cellctl.inference import OnnxInferencer
+from cellctl.loop_lag import LoopLagMonitor
 from cellctl.messages import BIN_OF, PartRequest, Verdict
 from cellctl.records import Record, Records
 from cellctl.robot_link import RobotLink
@@ -53,11 +54,14 @@ class Cell:
         self._deliveries: set[asyncio.Task[None]] = set()
         self._current: ResolvedProfile | None = None
         self._stack = contextlib.AsyncExitStack()
+        self.loop_lag = LoopLagMonitor()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Load models, open records, connect devices and the robot link; undone by stop()."""
         loop = asyncio.get_running_loop()
+        self.loop_lag.start()
+        self._stack.push_async_callback(self.loop_lag.stop)
         for rp in self.profiles.values():
             if rp.model_path not in self._inferencers:
                 self._inferencers[rp.model_path] = await loop.run_in_executor(
@@ -84,7 +88,7 @@ class Cell:
 
     async def stop(self) -> None:
         await self._stack.aclose()
-        log.info("cell.stopped", cell_id=self.config.cell_id, **self.counts)
+        log.info("cell.stopped", cell_id=self.config.cell_id, loop_lag_ms=self.loop_lag.summary(), **self.counts)
 
     async def __aenter__(self) -> Cell:
         try:

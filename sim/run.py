@@ -19,7 +19,7 @@ import numpy as np
 
 from cellctl.app import Cell
 from cellctl.commands.common import embedded_config
-from cellctl.config import ConfigError, load_cell, load_profiles
+from cellctl.config import ConfigError, Problem, load_cell, load_profiles
 from cellctl.logs import configure
 from cellctl.sim.robot import SimRobot
 from cellctl.sim.world import WORLD_KEY, Faults, SimWorld
@@ -73,7 +73,8 @@ async def simulate(
     profiles = load_profiles(config_path, cell_cfg)
     profile = args.profile or cell_cfg.default_profile
     if profile not in profiles:
-        raise ConfigError([])  # handled below with a clear message
+        raise ConfigError([Problem(str(config_path), 0, "--profile",
+                                   f"no profile {profile!r}; the cell has: {', '.join(sorted(profiles))}")])
     endpoint = f"ipc://{workdir / 'robot.sock'}"
     cell_cfg = cell_cfg.model_copy(update={
         "robot": cell_cfg.robot.model_copy(update={"endpoint": endpoint}),
@@ -104,6 +105,7 @@ async def simulate(
             watcher = asyncio.create_task(until_done())
             await cell.run(stop)
             elapsed = time.monotonic() - t0
+            loop_lag = cell.loop_lag.summary()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
     finally:
@@ -113,7 +115,8 @@ async def simulate(
             sys.stderr.write("\n")
         await robot.close()
     meta = {"profile": profile, "seed": args.seed, "defect_rate": args.defect_rate,
-            "time_scale": args.time_scale, "records": str(args.records) if args.records else None}
+            "time_scale": args.time_scale, "records": str(args.records) if args.records else None,
+            "loop_lag_ms": loop_lag}
     return summarize(robot, elapsed, meta)
 
 
@@ -129,6 +132,8 @@ def print_summary(s: dict[str, Any]) -> None:
     lat = s["latency_ms"]
     print(f"  latency           p50 {lat['p50']} ms   p99 {lat['p99']} ms   (part trigger to verdict published)")
     print(f"  throughput        {s['throughput_per_min']} parts/min over {s['elapsed_s']} s")
+    lag = s["loop_lag_ms"]
+    print(f"  event-loop lag    p99 {lag['p99']} ms   max {lag['max']} ms")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -147,8 +152,6 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        if not exc.problems:
-            print(f"error: no profile {args.profile!r} in the cell's profiles_dir", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary))
