@@ -21,14 +21,21 @@ def _score(acq: Acquisition, inferencer: OnnxInferencer) -> tuple[np.ndarray, di
         if frame is not None and not frame.complete:
             raise InvalidImage(f"incomplete frame {frame.frame_id}")
     assert acq.strip is not None
-    batch = prepare_batch(
+    prepared = prepare_batch(
         [(f.data, f.pixel_format) for f in acq.head_frames],
         (acq.strip.data, acq.strip.pixel_format),
         rp.views,
         rp.profile.preprocess,
     )
+    d = rp.profile.decision
+    for view, level in zip(rp.views, prepared.brightness):
+        if not d.min_view_brightness <= level <= d.max_view_brightness:
+            raise InvalidImage(
+                f"{view.name} brightness {level:.3f} outside "
+                f"[{d.min_view_brightness:g}, {d.max_view_brightness:g}] (no part, no light, or overexposed)"
+            )
     t1 = time.monotonic()
-    scores = inferencer.infer(batch)
+    scores = inferencer.infer(prepared.batch)
     t2 = time.monotonic()
     return scores, {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
 

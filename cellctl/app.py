@@ -21,7 +21,7 @@ import structlog
 from cellctl.analysis import analyse
 from cellctl.config import CellConfig, ResolvedProfile
 from cellctl.cycle import Acquisition, acquire
-from cellctl.decision import decide
+from cellctl.decision import Decision, decide
 from cellctl.devices import CellDevices
 from cellctl.drivers import DriverTimeout
 from cellctl.inference import OnnxInferencer
@@ -123,26 +123,27 @@ class Cell:
         t = self.config.timeouts
         while True:
             request = await self.link.request_part()
+            seq = self.records.take_seq()
             rp = self.profiles.get(request.profile or self.config.default_profile)
             if rp is None:
-                await self._unknown_profile(request)
+                await self._unknown_profile(request, seq)
                 continue
             if rp is not self._current:
                 await self._use_profile(rp)
-            log.info("part.acquire", part_id=request.part_id, profile=rp.name)
-            await queue.put(await acquire(self.devices, request, rp, t))
+            log.info("part.acquire", part_id=request.part_id, seq=seq, profile=rp.name)
+            await queue.put(await acquire(self.devices, request, rp, t, seq))
 
     async def _analyse_loop(self, queue: asyncio.Queue[Acquisition | None]) -> None:
         while (acq := await queue.get()) is not None:
             rp = acq.profile
             inferencer = self._inferencers[rp.model_path]
             decision, scores = await analyse(acq, inferencer, self._executor, self.config.timeouts.inference_s)
-            await self._publish(acq.request, rp, decision, scores, acq.timings_ms, acq.started_s, inferencer.sha256)
+            await self._publish(acq.seq, acq.request, rp, decision, scores, acq.timings_ms, acq.started_s,
+                                inferencer.sha256)
 
-    async def _publish(self, request: PartRequest, rp: ResolvedProfile, decision: Any,
+    async def _publish(self, seq: int, request: PartRequest, rp: ResolvedProfile, decision: Decision,
                        scores: dict[str, float], timings: dict[str, float], started_s: float,
                        model_sha256: str | None) -> None:
-        seq = self.records.take_seq()
         verdict = Verdict(
             cell_id=self.config.cell_id, seq=seq, part_id=request.part_id, profile=rp.name,
             verdict=decision.outcome, bin=BIN_OF[decision.outcome], reason=decision.reason,
@@ -158,11 +159,11 @@ class Cell:
                  latency_ms=verdict.latency_ms)
         self._spawn_delivery(verdict)
 
-    async def _unknown_profile(self, request: PartRequest) -> None:
+    async def _unknown_profile(self, request: PartRequest, seq: int) -> None:
         rp = self._current or self.profiles[self.config.default_profile]
         decision = decide([], None, 0.5, f"unknown profile {request.profile!r}")
-        log.error("part.unknown_profile", part_id=request.part_id, profile=request.profile)
-        await self._publish(request, rp, decision, {}, {}, time.monotonic(), None)
+        log.error("part.unknown_profile", part_id=request.part_id, seq=seq, profile=request.profile)
+        await self._publish(seq, request, rp, decision, {}, {}, time.monotonic(), None)
 
     async def _use_profile(self, rp: ResolvedProfile) -> None:
         await self.devices.configure(rp)

@@ -23,6 +23,7 @@ log = structlog.get_logger("cellctl.cycle")
 class Acquisition:
     request: PartRequest
     profile: ResolvedProfile
+    seq: int  # the verdict sequence number this part will carry
     started_s: float  # monotonic: the part's trigger, start of latency
     head_frames: list[Frame] = field(default_factory=list)
     strip: Frame | None = None
@@ -55,8 +56,10 @@ async def _fresh(grab: object, since_s: float, timeout_s: float) -> Frame:
             return frame
 
 
-async def acquire(devices: CellDevices, request: PartRequest, rp: ResolvedProfile, timeouts: Timeouts) -> Acquisition:
-    acq = Acquisition(request, rp, time.monotonic())
+async def acquire(
+    devices: CellDevices, request: PartRequest, rp: ResolvedProfile, timeouts: Timeouts, seq: int
+) -> Acquisition:
+    acq = Acquisition(request, rp, seq, time.monotonic())
     steps = _Steps(acq)
     p = rp.profile
     grabs: list[asyncio.Task[Frame]] = []
@@ -92,10 +95,10 @@ async def acquire(devices: CellDevices, request: PartRequest, rp: ResolvedProfil
         except (CellError, TimeoutError) as exc:
             acq.fault = acq.fault or f"light_off: {exc or type(exc).__name__}"
     if acq.fault is not None:
-        log.warning("acquire.fault", part_id=request.part_id, profile=rp.name, fault=acq.fault)
+        log.warning("acquire.fault", part_id=request.part_id, seq=seq, profile=rp.name, fault=acq.fault)
         try:
             await devices.stage.home(timeouts.move_s)
         except (CellError, TimeoutError) as exc:
-            log.error("stage.home_failed", part_id=request.part_id, profile=rp.name, error=str(exc))
+            log.error("stage.home_failed", part_id=request.part_id, seq=seq, profile=rp.name, error=str(exc))
     acq.timings_ms["acquire"] = (time.monotonic() - acq.started_s) * 1e3
     return acq

@@ -46,7 +46,7 @@ def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray,
     rp, seed, count, defect_rate = args
     xs, ys = [], []
     for r in iter_parts(rp, seed, count, defect_rate):
-        batch = prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess)
+        batch = prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess).batch
         for x, y in zip(batch, r.labels):
             if y is not None:  # ambiguous crops teach nothing reliable
                 xs.append(x)

@@ -28,7 +28,8 @@ class SimLighting:
 
     async def on(self, timeout_s: float) -> None:
         await self._world.clock.sleep(SWITCH_S + self._settings.warmup_s)
-        self._world.light_gain = self._settings.intensity_pct / NOMINAL_INTENSITY_PCT
+        dead = self._world.faults.light_dead
+        self._world.light_gain = 0.0 if dead else self._settings.intensity_pct / NOMINAL_INTENSITY_PCT
 
     async def off(self, timeout_s: float) -> None:
         await self._world.clock.sleep(SWITCH_S)

@@ -70,6 +70,7 @@ class SimRobot:
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted cell takes its identity over
         self._sock.bind(self._endpoint)
         self._task = asyncio.create_task(self._serve(), name="sim-robot")
 

@@ -65,9 +65,15 @@ async def _progress(robot: SimRobot, total: int) -> None:
 
 
 async def simulate(
-    args: argparse.Namespace, workdir: Path, *, faults: Faults | None = None, timeouts: dict[str, float] | None = None
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    faults: Faults | None = None,
+    timeouts: dict[str, float] | None = None,
+    robot_profile: str | None = None,
 ) -> dict[str, Any]:
-    """Run the cell against the simulated robot; ``faults`` and ``timeouts`` are for tests."""
+    """Run the cell against the simulated robot. For tests: ``faults`` to inject, step
+    ``timeouts`` to shorten, ``robot_profile`` for the robot to request instead."""
     config_path = args.config or embedded_config()
     cell_cfg = load_cell(config_path)
     profiles = load_profiles(config_path, cell_cfg)
@@ -84,7 +90,7 @@ async def simulate(
                      encoder_counts_per_rev=cell_cfg.devices.stage.encoder_counts_per_rev)
     if faults is not None:
         world.faults = faults
-    robot = SimRobot(endpoint, world, profiles[profile].profile.geometry, profile,
+    robot = SimRobot(endpoint, world, profiles[profile].profile.geometry, robot_profile or profile,
                      args.parts, args.defect_rate, args.seed)
     records = args.records or workdir / "records.db"
     await robot.start()

@@ -39,6 +39,7 @@ class Faults:
     frame_timeouts: int = 0  # the next N head frames never arrive (lost / incomplete buffers)
     strip_timeouts: int = 0  # the next N strips never complete
     stage_stall: bool = False  # the turntable stops answering
+    light_dead: bool = False  # the controller answers, the LEDs stay dark
 
 
 @dataclass

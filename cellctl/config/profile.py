@@ -50,6 +50,21 @@ class DecisionSettings(SettingsModel):
     threshold: float = Field(
         default=0.5, gt=0.0, lt=1.0, description="a view with defect probability >= this rejects the part"
     )
+    # Input invariants: a view darker than this is an empty fixture, a dead light or a capped
+    # lens; brighter, an overexposed or flooded image. Either way the model was not trained
+    # on it, so the part is RECHECK, never PASS.
+    min_view_brightness: float = Field(
+        default=0.022, ge=0.0, le=1.0, description="lowest mean of a view's 8-bit RGB / 255"
+    )
+    max_view_brightness: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="highest mean of a view's 8-bit RGB / 255"
+    )
+
+    @model_validator(mode="after")
+    def verify_brightness_range(self) -> DecisionSettings:
+        if self.min_view_brightness >= self.max_view_brightness:
+            raise ValueError("min_view_brightness must be below max_view_brightness")
+        return self
 
 
 class SimGeometry(SettingsModel):

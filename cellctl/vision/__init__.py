@@ -1,5 +1,5 @@
 """Host-side image handling: pixel-format conversion, regions, tiles and model input."""
 
-from cellctl.vision.preprocess import InvalidImage, prepare_batch, prepare_view, to_rgb
+from cellctl.vision.preprocess import InvalidImage, Prepared, prepare_batch, prepare_view, to_rgb
 
-__all__ = ["InvalidImage", "prepare_batch", "prepare_view", "to_rgb"]
+__all__ = ["InvalidImage", "Prepared", "prepare_batch", "prepare_view", "to_rgb"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sqlite3
@@ -21,8 +22,8 @@ def _args(tmp_path, parts: int, **kw) -> argparse.Namespace:
 
 
 def _rows(tmp_path) -> list[tuple]:
-    db = sqlite3.connect(tmp_path / "records.db")
-    return db.execute("SELECT seq, part_id, verdict, reason, ack_state FROM inspections ORDER BY seq").fetchall()
+    with contextlib.closing(sqlite3.connect(tmp_path / "records.db")) as db:
+        return db.execute("SELECT seq, part_id, verdict, reason, ack_state FROM inspections ORDER BY seq").fetchall()
 
 
 async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tmp_path):
@@ -65,3 +66,16 @@ async def test_stalled_turntable_gives_recheck_never_pass(tmp_path):
                        faults=Faults(stage_stall=True), timeouts={"move_s": 0.2})
     assert s["delivered"] == 2 and s["verdicts"] == {"PASS": 0, "REJECT": 0, "RECHECK": 2}
     assert all(r[3].startswith("move: ") for r in _rows(tmp_path))
+
+
+async def test_dark_images_from_a_dead_light_give_recheck_not_pass(tmp_path):
+    s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path, faults=Faults(light_dead=True))
+    assert s["delivered"] == 2 and s["verdicts"]["RECHECK"] == 2
+    assert all(r[3].startswith("invalid image: head@0 brightness") for r in _rows(tmp_path))
+
+
+async def test_unknown_profile_from_the_robot_gives_recheck(tmp_path):
+    s = await simulate(_args(tmp_path, 1, defect_rate=0.0, profile="m8x40-hex"), tmp_path,
+                       robot_profile="m99-unknown")
+    assert s["delivered"] == 1 and s["verdicts"]["RECHECK"] == 1
+    assert _rows(tmp_path)[0][3] == "unknown profile 'm99-unknown'"

@@ -25,7 +25,7 @@ def golden():
     rp = resolve_profile(PROFILES / "m8x40-hex.yaml")
     xs, ys = [], []
     for r in iter_parts(rp, seed=555, count=10, defect_rate=0.5):
-        xs.append(prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess))
+        xs.append(prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess).batch)
         ys += r.labels
     return rp, np.concatenate(xs), ys
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 from cellctl.messages import Bin, Outcome, Verdict
@@ -28,7 +29,7 @@ async def test_records_survive_reopen_and_keep_unacknowledged_verdicts(tmp_path)
     assert [v.seq for v in await reopened.pending()] == [2, 3]
     await reopened.close()
 
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    row = db.execute("SELECT part_id, verdict, scores, ack_state FROM inspections WHERE seq = 1").fetchone()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        row = db.execute("SELECT part_id, verdict, scores, ack_state FROM inspections WHERE seq = 1").fetchone()
     assert row == ("P1", "PASS", '{"head@0": 0.2}', "acked")

@@ -72,8 +72,10 @@ def test_region_is_cut_at_odd_offsets_without_breaking_the_mosaic():
 
 def test_batch_has_one_normalised_input_per_view(m8):
     part, heads, strip = _render(m8, seed=1, part_seed=3, defective=False)
-    batch = prepare_batch([(to_bayer_rg8(h), "BayerRG8") for h in heads], (to_rgb8(strip.image), "RGB8"),
-                          m8.views, m8.profile.preprocess)
+    prepared = prepare_batch([(to_bayer_rg8(h), "BayerRG8") for h in heads], (to_rgb8(strip.image), "RGB8"),
+                             m8.views, m8.profile.preprocess)
+    batch = prepared.batch
+    assert np.allclose(prepared.brightness, batch.mean(axis=(1, 2, 3)), atol=1e-4)  # fixed: pixel / 255
     assert batch.shape == (len(view_specs(m8.profile)), 3, 224, 224)
     assert batch.dtype == np.float32 and 0.0 <= batch.min() and batch.max() <= 1.0
     assert batch[:, 1].mean() > batch[:, 0].mean()  # green fluorescence

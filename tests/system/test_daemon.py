@@ -1,0 +1,112 @@
+"""`cellctl run` as a process: real signals, a real robot-bridge socket, records on disk.
+
+The sim devices run without the simulated robot here, so nothing is ever placed in the
+fixture: the cell must say RECHECK (dark, empty fixture), never PASS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import sys
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from cellctl.messages import Ack, Bin, PartRequest, encode
+
+
+@pytest.fixture
+def cell_config(profiles_copy, tmp_path):
+    path = profiles_copy / "cell-sim.yaml"
+    text = path.read_text()
+    text = text.replace("tcp://127.0.0.1:5560", f"ipc://{tmp_path / 'bridge.sock'}")
+    text = text.replace("/var/lib/cellctl/records.db", str(tmp_path / "records.db"))
+    text = text.replace('"sim://"', '"sim://?time_scale=0"')
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def bridge(tmp_path):
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.bind(f"ipc://{tmp_path / 'bridge.sock'}")
+    yield sock
+    sock.close(linger=0)
+    ctx.term()
+
+
+async def _start(cell_config, tmp_path, name):
+    with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cellctl", "run", "--config", str(cell_config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )
+
+
+async def _next(sock, wanted: str, timeout_s: float = 60.0) -> tuple[bytes, dict]:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            identity, raw = await sock.recv_multipart()
+            message = json.loads(raw)
+            if message["type"] == wanted:
+                return identity, message
+
+
+def _rows(tmp_path) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(tmp_path / "records.db")) as db:
+        return db.execute("SELECT seq, ack_state FROM inspections").fetchall()
+
+
+async def _stop(proc, tmp_path, name) -> None:
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        code = await proc.wait()
+    assert code == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
+
+
+async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_after_restart(cell_config, bridge, tmp_path):
+    first = await _start(cell_config, tmp_path, "first")
+    try:
+        identity, _ = await _next(bridge, "ready")
+        await bridge.send_multipart([identity, encode(PartRequest(part_id="A17-0042"))])
+        _, verdict = await _next(bridge, "verdict")  # not acknowledged: the robot is 'down'
+        assert verdict["part_id"] == "A17-0042" and verdict["seq"] == 1
+        assert verdict["verdict"] == "RECHECK" and verdict["bin"] == 3
+        assert "brightness" in verdict["reason"]
+    finally:
+        await _stop(first, tmp_path, "first")
+
+    while await bridge.poll(0):  # resends of the first run, still queued here
+        await bridge.recv_multipart()
+    second = await _start(cell_config, tmp_path, "second")
+    try:
+        identity, replayed = await _next(bridge, "verdict")
+        assert replayed == verdict  # the same message, from the records
+        async with asyncio.timeout(10):
+            while _rows(tmp_path) != [(1, "acked")]:
+                ack = Ack(cell_id=verdict["cell_id"], seq=1, bin=Bin.RECHECK)
+                await bridge.send_multipart([identity, encode(ack)])
+                await asyncio.sleep(0.2)
+    finally:
+        await _stop(second, tmp_path, "second")
+    log_lines = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines() if line.startswith("{")]
+    assert any(e["event"] == "verdict.replay" and e["seq"] == 1 for e in log_lines)
+
+
+async def test_broken_config_fails_start_with_file_and_line(profiles_copy, tmp_path):
+    path = profiles_copy / "cell-sim.yaml"
+    path.write_text(path.read_text().replace("inference_threads: 2", "inference_threads: zero"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cellctl", "run", "--config", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert f"{path}:" in err.decode() and "inference_threads" in err.decode()
