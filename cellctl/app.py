@@ -103,26 +103,16 @@ class Cell:
 
     # ------------------------------------------------------------------ pipeline
     async def run(self, stop: asyncio.Event) -> None:
-        """Inspect parts until ``stop`` is set; the part under analysis is finished first."""
+        """Inspect parts until ``stop`` is set. A part already in the fixture is finished:
+        acquired, analysed and published; a crash of either loop ends the run with its error."""
         queue: asyncio.Queue[Acquisition | None] = asyncio.Queue(maxsize=1)
-        acquiring = asyncio.create_task(self._acquire_loop(queue), name="acquire")
-        analysing = asyncio.create_task(self._analyse_loop(queue), name="analyse")
-        stopping = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait({acquiring, analysing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        acquiring.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await acquiring
-        if analysing not in done:
-            await queue.put(None)
-            await analysing
-        stopping.cancel()
-        for task in done - {stopping}:
-            task.result()  # a crashed loop is the service's failure: let systemd see it
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._acquire_loop(queue, stop), name="acquire")
+            tg.create_task(self._analyse_loop(queue), name="analyse")
 
-    async def _acquire_loop(self, queue: asyncio.Queue[Acquisition | None]) -> None:
+    async def _acquire_loop(self, queue: asyncio.Queue[Acquisition | None], stop: asyncio.Event) -> None:
         t = self.config.timeouts
-        while True:
-            request = await self.link.request_part()
+        while (request := await self._next_part(stop)) is not None:
             seq = self.records.take_seq()
             rp = self.profiles.get(request.profile or self.config.default_profile)
             if rp is None:
@@ -132,20 +122,34 @@ class Cell:
                 await self._use_profile(rp)
             log.info("part.acquire", part_id=request.part_id, seq=seq, profile=rp.name)
             await queue.put(await acquire(self.devices, request, rp, t, seq))
+        await queue.put(None)  # analysis ends after the parts already queued
+
+    async def _next_part(self, stop: asyncio.Event) -> PartRequest | None:
+        """The next part from the robot, or None once ``stop`` is set."""
+        if stop.is_set():
+            return None
+        requesting = asyncio.create_task(self.link.request_part())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({requesting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (requesting, stopping):
+            task.cancel()
+        await asyncio.gather(requesting, stopping, return_exceptions=True)
+        # a part that arrived before the stop is in the fixture: it is inspected
+        return None if requesting.cancelled() else requesting.result()
 
     async def _analyse_loop(self, queue: asyncio.Queue[Acquisition | None]) -> None:
         while (acq := await queue.get()) is not None:
             rp = acq.profile
             inferencer = self._inferencers[rp.model_path]
             decision, scores = await analyse(acq, inferencer, self._executor, self.config.timeouts.inference_s)
-            await self._publish(acq.seq, acq.request, rp, decision, scores, acq.timings_ms, acq.started_s,
+            await self._publish(acq.seq, acq.request, rp.name, decision, scores, acq.timings_ms, acq.started_s,
                                 inferencer.sha256)
 
-    async def _publish(self, seq: int, request: PartRequest, rp: ResolvedProfile, decision: Decision,
+    async def _publish(self, seq: int, request: PartRequest, profile: str, decision: Decision,
                        scores: dict[str, float], timings: dict[str, float], started_s: float,
                        model_sha256: str | None) -> None:
         verdict = Verdict(
-            cell_id=self.config.cell_id, seq=seq, part_id=request.part_id, profile=rp.name,
+            cell_id=self.config.cell_id, seq=seq, part_id=request.part_id, profile=profile,
             verdict=decision.outcome, bin=BIN_OF[decision.outcome], reason=decision.reason,
             max_score=decision.max_score, worst_view=decision.worst_view, model_sha256=model_sha256,
             latency_ms=round((time.monotonic() - started_s) * 1e3, 3),
@@ -154,16 +158,16 @@ class Cell:
         await self.records.add(Record(verdict, scores, timings))  # durable before it is sent
         timings["record"] = (time.monotonic() - t0) * 1e3
         self.counts[decision.outcome.value] += 1
-        log.info("part.verdict", part_id=request.part_id, seq=seq, profile=rp.name,
+        log.info("part.verdict", part_id=request.part_id, seq=seq, profile=profile,
                  verdict=decision.outcome.value, reason=decision.reason, max_score=decision.max_score,
                  latency_ms=verdict.latency_ms)
         self._spawn_delivery(verdict)
 
     async def _unknown_profile(self, request: PartRequest, seq: int) -> None:
-        rp = self._current or self.profiles[self.config.default_profile]
-        decision = decide([], None, 0.5, f"unknown profile {request.profile!r}")
-        log.error("part.unknown_profile", part_id=request.part_id, seq=seq, profile=request.profile)
-        await self._publish(seq, request, rp, decision, {}, {}, time.monotonic(), None)
+        profile = str(request.profile)
+        decision = decide([], None, 0.5, f"unknown profile {profile!r}")
+        log.error("part.unknown_profile", part_id=request.part_id, seq=seq, profile=profile)
+        await self._publish(seq, request, profile, decision, {}, {}, time.monotonic(), None)
 
     async def _use_profile(self, rp: ResolvedProfile) -> None:
         await self.devices.configure(rp)

@@ -16,6 +16,7 @@ COMMANDS = {
     "sim": "cellctl.sim.run:main",
     "eval": "cellctl.commands.evaluate:main",
     "quantize": "cellctl.commands.quantize:main",
+    "devices": "cellctl.commands.devices:main",
 }
 
 
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="profile whose preprocessing the model expects")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--max-images", type=int, default=200)
+    p = sub.add_parser("devices", help="list the cameras and serial devices the cell config can reach")
+    p.add_argument("--config", type=Path, default=None, help="cell config (default: the embedded sim cell)")
+    p.add_argument("--cti", type=Path, default=None, help="list the cameras of this GenTL producer instead")
+    p.add_argument("--json", action="store_true")
     return ap
 
 

@@ -31,12 +31,13 @@ def _bytes_per_pixel(pixel_format: str) -> int:
     return 3 if pixel_format == "RGB8" else 1
 
 
-class SimFrameCamera:
-    """The Genie Nano, simulated: renders the head at the turntable angle on each trigger."""
+class _SimStream:
+    """What both simulated cameras share: frames rendered in tasks, delivered through a queue."""
+
+    name = "camera"
 
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
         self._world = world_from(context, url)
-        self._settings = FrameCameraSettings()
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._pending: set[asyncio.Task[None]] = set()
         self._frame_id = 0
@@ -45,13 +46,40 @@ class SimFrameCamera:
     async def connect(self, timeout_s: float) -> None:
         await self._world.clock.sleep(0.05)
 
+    async def start(self) -> None:
+        self._started = True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def grab(self, timeout_s: float) -> Frame:
+        try:
+            return await asyncio.wait_for(self._frames.get(), timeout_s)
+        except TimeoutError as exc:
+            raise DriverTimeout(f"{self.name}: no complete frame within {timeout_s:g} s") from exc
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        self._started = False
+
+
+class SimFrameCamera(_SimStream):
+    """The Genie Nano, simulated: renders the head at the turntable angle on each trigger."""
+
+    name = "frame camera"
+
+    def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
+        super().__init__(url, context)
+        self._settings = FrameCameraSettings()
+
     async def configure(self, settings: FrameCameraSettings) -> None:
         if self._started and settings.pixel_format != self._settings.pixel_format:
             raise DriverInitError("frame camera: PixelFormat is locked while acquiring (TLParamsLocked)")
         self._settings = settings
-
-    async def start(self) -> None:
-        self._started = True
 
     async def trigger(self) -> None:
         if not self._started:
@@ -62,9 +90,7 @@ class SimFrameCamera:
         if self._world.faults.frame_timeouts > 0:
             self._world.faults.frame_timeouts -= 1
             return  # an incomplete buffer is dropped by the producer: nothing arrives
-        task = asyncio.create_task(self._expose(part, angle, gain, self._frame_id))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self._expose(part, angle, gain, self._frame_id))
 
     async def _expose(self, part: Any, angle: float, gain: float, frame_id: int) -> None:
         s = self._settings
@@ -85,35 +111,18 @@ class SimFrameCamera:
         s = self._settings
         return self._world.light_gain * s.exposure_us / NOMINAL_FRAME_EXPOSURE_US * 10 ** (s.gain_db / 20)
 
-    async def grab(self, timeout_s: float) -> Frame:
-        try:
-            return await asyncio.wait_for(self._frames.get(), timeout_s)
-        except TimeoutError as exc:
-            raise DriverTimeout(f"frame camera: no frame within {timeout_s:g} s") from exc
 
-    async def close(self) -> None:
-        for task in list(self._pending):
-            task.cancel()
-        await asyncio.gather(*self._pending, return_exceptions=True)
-        self._started = False
-
-
-class SimLineScanCamera:
+class SimLineScanCamera(_SimStream):
     """The Linea, simulated: counts encoder lines; a full revolution renders one strip."""
 
+    name = "line-scan camera"
+
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
-        self._world = world_from(context, url)
+        super().__init__(url, context)
         self._settings = LineScanSettings()
-        self._strips: asyncio.Queue[Frame] = asyncio.Queue()
-        self._pending: set[asyncio.Task[None]] = set()
         self._edges = 0  # encoder edges since the strip began
-        self._frame_id = 0
-        self._started = False
         self._scene: tuple[Any, float] | None = None
         self._world.on_encoder(self._on_encoder)
-
-    async def connect(self, timeout_s: float) -> None:
-        await self._world.clock.sleep(0.05)
 
     async def configure(self, settings: LineScanSettings) -> None:
         self._settings = settings
@@ -142,16 +151,14 @@ class SimLineScanCamera:
                 self._world.faults.strip_timeouts -= 1
                 return
             part, gain = self._scene or (None, 0.0)
-            task = asyncio.get_running_loop().create_task(self._deliver(part, gain, self._frame_id))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._spawn(self._deliver(part, gain, self._frame_id))
 
     async def _deliver(self, part: Any, gain: float, frame_id: int) -> None:
         s = self._settings
         data = await asyncio.to_thread(self._render, part, gain)
         # lines stream while the part turns; only the last block is still on the wire
         await self._world.clock.sleep(s.line_width_px * 64 * _bytes_per_pixel(s.pixel_format) / GIGE_BYTES_PER_S)
-        self._strips.put_nowait(Frame(data, s.pixel_format, frame_id, time.monotonic()))
+        self._frames.put_nowait(Frame(data, s.pixel_format, frame_id, time.monotonic()))
 
     def _render(self, part: Any, gain: float) -> np.ndarray:
         s = self._settings
@@ -164,15 +171,3 @@ class SimLineScanCamera:
     def _gain(self) -> float:
         s = self._settings
         return self._world.light_gain * s.exposure_us / NOMINAL_LINE_EXPOSURE_US * 10 ** (s.gain_db / 20)
-
-    async def grab(self, timeout_s: float) -> Frame:
-        try:
-            return await asyncio.wait_for(self._strips.get(), timeout_s)
-        except TimeoutError as exc:
-            raise DriverTimeout(f"line-scan camera: no complete strip within {timeout_s:g} s") from exc
-
-    async def close(self) -> None:
-        for task in list(self._pending):
-            task.cancel()
-        await asyncio.gather(*self._pending, return_exceptions=True)
-        self._started = False

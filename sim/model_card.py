@@ -27,12 +27,22 @@ HELDOUT_SEED = 202611
 SIM_SEED = 1
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", type=int, default=150, help="held-out parts per profile")
     ap.add_argument("--sim-parts", type=int, default=200)
     args = ap.parse_args()
-    card: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+    card: dict = {"machine": {"cpu": cpu_model(), "python": platform.python_version()},
                   "heldout": {}, "sim_part_level": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("m8x40-hex", "m12x80-hex"):
@@ -46,9 +56,9 @@ def main() -> None:
                 card["heldout"][name][kind] = evaluate(rp, inf.infer, folder)
             sim = asyncio.run(simulate(argparse.Namespace(
                 parts=args.sim_parts, seed=SIM_SEED, defect_rate=0.1, profile=name, time_scale=0.0, config=None,
-                records=None, json=True), Path(tmp)))
+                records=None, json=True), folder))
             card["sim_part_level"][name] = sim
-    runs = card["sim_part_level"].values()
+    runs = list(card["sim_part_level"].values())
     defective = sum(r["defective"] for r in runs)
     good = sum(r["parts"] - r["defective"] for r in runs)
     card["sim_part_level"]["escape_rate"] = sum(r["escapes"] for r in runs) / max(defective, 1)

@@ -1,6 +1,7 @@
 """UV/LED lighting controller (Gardasoft RT-series driving the EFFI-Flex 365 nm bar).
 
-Backends: ``sim://`` (cellctl.sim). The Gardasoft serial driver comes with the real drivers.
+Backends: ``sim://`` (in-process, cellctl.sim) and ``serial://`` / ``socket://`` (Gardasoft
+RT-series text protocol, drivers/lighting/gardasoft.py).
 """
 
 from typing import Literal, Protocol
@@ -51,6 +52,10 @@ class Lighting(Protocol):
         """Switch off and release the port; safe to call twice."""
 
 
-LIGHTS = BackendRegistry("lighting", {"sim": "cellctl.sim.lighting:SimLighting"})
+LIGHTS = BackendRegistry("lighting", {
+    "sim": "cellctl.sim.lighting:SimLighting",
+    "serial": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
+    "socket": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
+})
 
 __all__ = ["LIGHTS", "Lighting", "LightingSettings"]

@@ -1,0 +1,328 @@
+"""GenICam cameras through harvesters and any vendor GenTL producer (.cti).
+
+URL: ``gentl:///path/to/producer.cti?serial=S1234`` (or ``user_name=head-cam``)
+Options:
+  serial / user_name   the device to open (exactly one device must match)
+  num_buffers          acquisition buffers, default 4 (holding them all starves the stream)
+  strict               default true: a feature the profile sets must exist on the device;
+                       false skips absent features with a warning (generic or test producers)
+  poll_s               fetch poll period of the acquisition thread, default 0.1
+  rebuild_s            longest wait between attempts to rebuild a lost camera, default 10
+
+One Harvester per producer file and cell (shared through the device context), one acquirer
+per camera kept for the life of the process (create/destroy cycles leak in harvesters), and
+every harvesters call on the producer's own thread. Frames are copied out of the buffer
+before it is queued back (the producer overwrites it) and interpreted by the pixel format
+the buffer reports. Incomplete buffers are dropped by harvesters and show as timeouts. There
+is no disconnect event: a supervisor rebuilds the acquirer after a fetch error or a missed
+frame, backing off up to ``rebuild_s``; ``state`` reports where the camera is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import structlog
+from pydantic import Field, ValidationError, model_validator
+
+from cellctl.drivers.camera._features import apply_plan, frame_camera_plan, line_scan_plan
+from cellctl.drivers.camera._frame import Frame
+from cellctl.drivers.camera._settings import FrameCameraSettings, LineScanSettings
+from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
+from cellctl.drivers.registry import DeviceUrl
+from cellctl.drivers.settings import SettingsModel
+
+log = structlog.get_logger("cellctl.drivers.camera.gentl")
+
+# GenTL DEVICE_ACCESS_STATUS
+_ACCESS = {0: "unknown", 1: "readwrite", 2: "readonly", 3: "noaccess", 4: "busy", 5: "open-readwrite",
+           6: "open-readonly"}
+_PLANES = {"Mono8": 1, "BayerRG8": 1, "RGB8": 3, "RGBa8": 4, "RGBA8": 4}
+
+
+class GenTLOptions(SettingsModel):
+    serial: str | None = None
+    user_name: str | None = None
+    num_buffers: int = Field(default=4, ge=2, le=64)
+    strict: bool = True
+    poll_s: float = Field(default=0.1, gt=0.0, le=5.0)
+    rebuild_s: float = Field(default=10.0, gt=0.0, le=600.0)
+
+    @model_validator(mode="after")
+    def verify_one_selector(self) -> GenTLOptions:
+        if (self.serial is None) == (self.user_name is None):
+            raise ValueError("give exactly one of serial=... or user_name=...")
+        return self
+
+
+class ProducerHost:
+    """A loaded GenTL producer: its Harvester and the one thread that talks to it."""
+
+    def __init__(self, cti: str) -> None:
+        self.cti = cti
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gentl")
+        self.harvester: Any = None
+        self.users = 0
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def load(self) -> None:
+        if self.harvester is None:
+            from harvesters.core import Harvester
+
+            harvester = Harvester()
+            harvester.add_file(self.cti, check_existence=True)
+            harvester.update()
+            self.harvester = harvester
+
+    def devices(self) -> list[dict[str, Any]]:
+        self.load()
+        fields = {"vendor": "vendor", "model": "model", "serial": "serial_number",
+                  "user_name": "user_defined_name", "access_status": "access_status", "id": "id_"}
+        found = [{key: _info(d, attr) for key, attr in fields.items()} for d in self.harvester.device_info_list]
+        for device in found:
+            device["access_status"] = _ACCESS.get(device["access_status"], device["access_status"])
+        return found
+
+    def reset(self) -> None:
+        if self.harvester is not None:
+            self.harvester.reset()
+            self.harvester = None
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            await self.run(self.reset)
+            self._pool.shutdown(wait=True)
+
+
+def _info(device_info: Any, attr: str) -> Any:
+    """A device-info field; producers raise NotAvailable for the ones they do not support."""
+    try:
+        return getattr(device_info, attr)
+    except Exception:  # noqa: BLE001 - genicam.gentl.NotAvailableException and kin
+        return None
+
+
+def copy_out(component: Any, frame_id: int) -> Frame:
+    """Pixels out of a harvesters component (a view the producer will overwrite)."""
+    fmt, h, w = component.data_format, component.height, component.width
+    planes = _PLANES.get(fmt)
+    data = component.data
+    if planes is None or data.size != h * w * planes:
+        # unknown format or a short buffer: hand it on as is, the analysis refuses it
+        return Frame(np.array(data, copy=True), fmt, frame_id, time.monotonic(), complete=False)
+    image = data.reshape((h, w) if planes == 1 else (h, w, planes))
+    if planes == 4:  # RGBa8: drop alpha while copying
+        return Frame(np.ascontiguousarray(image[..., :3]), "RGB8", frame_id, time.monotonic())
+    return Frame(image.copy(), fmt, frame_id, time.monotonic())
+
+
+class _GenTLCamera:
+    kind = "camera"
+
+    def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
+        try:
+            self._options = GenTLOptions.model_validate(url.options)
+        except ValidationError as exc:
+            raise DriverInitError(f"{self.kind} {url.raw}: bad options: {exc.errors()[0]['msg']}") from exc
+        self._host: ProducerHost = context.setdefault(("gentl", url.location), ProducerHost(url.location))
+        self._host.users += 1
+        self._host_released = False
+        self.name = self._options.serial or self._options.user_name or "?"
+        self._ia: Any = None
+        self._plan: list[Any] = []
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self._stop_fetch = threading.Event()
+        self._fetcher: threading.Thread | None = None
+        self._trouble = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._acquiring = False
+        self.state = "closed"
+        self.frames = 0
+        self.missed = 0
+        self.rebuilds = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    async def connect(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._host.run(self._create), timeout_s)
+        except TimeoutError as exc:
+            raise DriverTimeout(f"{self.kind} {self.name}: producer {self._host.cti} did not answer") from exc
+        self.state = "connected"
+
+    def _create(self) -> None:
+        try:
+            self._host.load()
+        except (OSError, FileNotFoundError) as exc:
+            raise DriverInitError(f"{self.kind}: cannot load GenTL producer {self._host.cti}: {exc}") from exc
+        search = ({"serial_number": self._options.serial} if self._options.serial
+                  else {"user_defined_name": self._options.user_name})
+        try:
+            self._ia = self._host.harvester.create(search)
+        except ValueError as exc:
+            found = ", ".join(f"{d['model']} serial={d['serial']} name={d['user_name']}" for d in self._host.devices())
+            raise DriverInitError(
+                f"{self.kind}: no single device matches {search} in {self._host.cti} (found: {found or 'none'})"
+            ) from exc
+        self._ia.num_buffers = self._options.num_buffers
+
+    async def _configure(self, plan: list[Any]) -> None:
+        self._plan = plan
+        restart = self._acquiring
+        if restart:  # transport parameters are locked while acquiring
+            await self._stop_acquisition()
+        skipped = await self._host.run(self._apply)
+        if skipped:
+            log.warning("camera.features_skipped", camera=self.name, features=skipped)
+        if restart:
+            await self.start()
+
+    def _apply(self) -> list[str]:
+        return apply_plan(self._ia.remote_device.node_map, self._plan, self.name, self._options.strict)
+
+    async def start(self) -> None:
+        await self._host.run(self._ia.start)
+        self._stop_fetch.clear()
+        loop = asyncio.get_running_loop()
+        self._fetcher = threading.Thread(target=self._fetch_loop, args=(self._ia, loop), daemon=True,
+                                         name=f"fetch-{self.name}")
+        self._fetcher.start()
+        self._acquiring = True
+        self.state = "acquiring"
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
+
+    async def _stop_acquisition(self) -> None:
+        self._acquiring = False
+        self._stop_fetch.set()
+        if self._fetcher is not None:
+            await asyncio.to_thread(self._fetcher.join, 5.0)
+            self._fetcher = None
+        if self._ia is not None:
+            await self._host.run(self._safe, self._ia.stop)
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+        if self._host_released:
+            return
+        await self._stop_acquisition()
+        if self._ia is not None:
+            await self._host.run(self._safe, self._ia.destroy)
+            self._ia = None
+        self.state = "closed"
+        self._host_released = True
+        await self._host.release()  # the last camera of a producer unloads it
+
+    @staticmethod
+    def _safe(fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - tearing down a device that may be gone
+            log.debug("camera.teardown_error", error=str(exc))
+
+    # ---------------------------------------------------------------- frames
+    def _fetch_loop(self, ia: Any, loop: asyncio.AbstractEventLoop) -> None:
+        frame_id = 0
+        while not self._stop_fetch.is_set():
+            try:
+                buf = ia.try_fetch(timeout=self._options.poll_s)
+            except Exception as exc:  # noqa: BLE001 - any fetch failure means the device is gone
+                if not self._stop_fetch.is_set():
+                    loop.call_soon_threadsafe(self._report, "lost", str(exc))
+                return
+            if buf is None:
+                continue
+            try:
+                frame_id += 1
+                frame = copy_out(buf.payload.components[0], frame_id)
+            finally:
+                buf.queue()
+            loop.call_soon_threadsafe(self._deliver, frame)
+
+    def _deliver(self, frame: Frame) -> None:
+        self.frames += 1
+        self._frames.put_nowait(frame)
+
+    def _report(self, state: str, error: str) -> None:
+        self.state = state
+        log.error("camera.trouble", camera=self.name, state=state, error=error)
+        self._trouble.set()
+
+    async def grab(self, timeout_s: float) -> Frame:
+        try:
+            return await asyncio.wait_for(self._frames.get(), timeout_s)
+        except TimeoutError as exc:
+            self.missed += 1
+            if self.state == "acquiring":
+                self._report("silent", f"no frame within {timeout_s:g} s")
+            raise DriverTimeout(f"{self.kind} {self.name}: no frame within {timeout_s:g} s ({self.state})") from exc
+
+    async def trigger(self) -> None:
+        if self.state != "acquiring":
+            raise DriverIOError(f"{self.kind} {self.name}: cannot trigger, camera is {self.state}")
+        await self._host.run(self._software_trigger)
+
+    def _software_trigger(self) -> None:
+        node_map = self._ia.remote_device.node_map
+        if node_map.has_node("TriggerSoftware"):
+            node_map.TriggerSoftware.execute()
+
+    # ---------------------------------------------------------------- supervision
+    async def _supervise(self) -> None:
+        delay_s = 0.5
+        while True:
+            await self._trouble.wait()
+            self._trouble.clear()
+            while True:
+                try:
+                    await self._rebuild()
+                    delay_s = 0.5
+                    break
+                except Exception as exc:  # noqa: BLE001 - keep trying: the camera may come back
+                    log.warning("camera.rebuild_failed", camera=self.name, error=str(exc), retry_s=delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, self._options.rebuild_s)
+
+    async def _rebuild(self) -> None:
+        self.state = "rebuilding"
+        await self._stop_acquisition()
+        if self._ia is not None:
+            await self._host.run(self._safe, self._ia.destroy)
+            self._ia = None
+        await self._host.run(self._create)
+        await self._host.run(self._apply)
+        while not self._frames.empty():  # frames of the lost acquirer belong to nobody
+            self._frames.get_nowait()
+        await self.start()
+        self.rebuilds += 1
+        log.info("camera.rebuilt", camera=self.name, rebuilds=self.rebuilds)
+
+
+class GenTLFrameCamera(_GenTLCamera):
+    kind = "frame camera"
+
+    async def configure(self, settings: FrameCameraSettings) -> None:
+        await self._configure(frame_camera_plan(settings))
+
+
+class GenTLLineScanCamera(_GenTLCamera):
+    kind = "line-scan camera"
+
+    async def configure(self, settings: LineScanSettings) -> None:
+        await self._configure(line_scan_plan(settings))
+
+    async def begin_strip(self) -> None:
+        # An AcquisitionStop/Start would drop a partial frame but costs the lock cycle the
+        # producers leak on; frames are aligned by the revolution and stale ones are skipped
+        # by their timestamp in the cycle.
+        return None

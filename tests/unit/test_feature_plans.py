@@ -1,0 +1,77 @@
+"""Genie Nano and Linea feature plans against node maps with exactly their feature names."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellctl.drivers import DriverInitError
+from cellctl.drivers.camera import (
+    FrameCameraSettings,
+    LineScanSettings,
+    apply_plan,
+    frame_camera_plan,
+    line_scan_plan,
+)
+from tests.data.nodemaps import GENIE_NANO_C2420, LINEA_2K_DALSA, LINEA_2K_SFNC, node_map
+
+
+def test_genie_nano_plan_sets_every_feature_of_the_profile():
+    nm = node_map(GENIE_NANO_C2420)
+    s = FrameCameraSettings(pixel_format="BayerRG8", width_px=2448, height_px=2048, exposure_us=6500,
+                            gain_db=3.5, trigger_source="Line1")
+    assert apply_plan(nm, frame_camera_plan(s), "head") == []
+    assert (nm.PixelFormat.value, nm.Width.value, nm.Height.value) == ("BayerRG8", 2448, 2048)
+    assert (nm.ExposureTime.value, nm.Gain.value) == (6500.0, 3.5)
+    assert (nm.TriggerSelector.value, nm.TriggerMode.value, nm.TriggerSource.value) == ("FrameStart", "On", "Line1")
+    assert nm.TriggerActivation.value == "RisingEdge"
+
+
+def test_transport_parameters_come_first_and_selectors_before_what_they_select():
+    plan = [w.names[0] for w in frame_camera_plan(FrameCameraSettings())]
+    assert plan[:3] == ["PixelFormat", "Width", "Height"]  # they lock when acquisition starts
+    assert plan.index("TriggerSelector") < plan.index("TriggerMode") < plan.index("TriggerSource")
+    line = [w.names[0] for w in line_scan_plan(LineScanSettings())]
+    first, second = [i for i, n in enumerate(line) if n == "TriggerSelector"]
+    assert first < line.index("TriggerMode") < second
+
+
+def test_exposure_out_of_range_names_camera_feature_value_and_range():
+    nm = node_map(GENIE_NANO_C2420)
+    plan = frame_camera_plan(FrameCameraSettings(exposure_us=8000))
+    plan = [w if w.names[0] != "ExposureTime" else type(w)(w.names, 5.0) for w in plan]
+    with pytest.raises(DriverInitError) as err:
+        apply_plan(nm, plan, "head-cam")
+    assert str(err.value).startswith("camera head-cam: ExposureTime = 5.0 refused; allowed: 10.0 .. 1000000.0")
+    assert "OutOfRangeException" in str(err.value)
+
+
+def test_width_off_the_increment_is_refused_with_the_step():
+    nm = node_map(GENIE_NANO_C2420)
+    with pytest.raises(DriverInitError, match=r"Width = 1000 refused; allowed: 16 .. 2464 in steps of 16"):
+        apply_plan(nm, frame_camera_plan(FrameCameraSettings(width_px=1000)), "head")
+
+
+def test_pixel_format_the_device_lacks_lists_its_entries():
+    nm = node_map([x for x in GENIE_NANO_C2420 if "PixelFormat" not in x] + [
+        '<Enumeration Name="PixelFormat"><EnumEntry Name="Mono8"><Value>0</Value></EnumEntry><Value>0</Value></Enumeration>'
+    ])
+    with pytest.raises(DriverInitError, match=r"PixelFormat = 'BayerRG8' refused; allowed: one of Mono8"):
+        apply_plan(nm, frame_camera_plan(FrameCameraSettings()), "head")
+
+
+def test_missing_feature_is_an_error_unless_strict_is_off():
+    nm = node_map([x for x in GENIE_NANO_C2420 if '"Gain"' not in x])
+    with pytest.raises(DriverInitError, match="feature Gain does not exist"):
+        apply_plan(nm, frame_camera_plan(FrameCameraSettings()), "head")
+    assert apply_plan(nm, frame_camera_plan(FrameCameraSettings()), "head", strict=False) == ["Gain"]
+
+
+@pytest.mark.parametrize("features, multiplier_node", [(LINEA_2K_DALSA, "rotaryEncoderMultiplier"),
+                                                        (LINEA_2K_SFNC, "EncoderMultiplier")])
+def test_linea_plan_probes_dalsa_then_sfnc_encoder_names(features, multiplier_node):
+    nm = node_map(features)
+    s = LineScanSettings(lines_per_revolution=4096, encoder_multiplier=2, encoder_divider=4)
+    assert apply_plan(nm, line_scan_plan(s), "shank") == []
+    assert getattr(nm, multiplier_node).value == 2
+    assert nm.Height.value == 4096  # one revolution per frame
+    assert nm.TriggerSource.value == "rotaryEncoder1"
