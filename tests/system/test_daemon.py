@@ -110,3 +110,17 @@ async def test_broken_config_fails_start_with_file_and_line(profiles_copy, tmp_p
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert f"{path}:" in err.decode() and "inference_threads" in err.decode()
+
+
+async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_feature_value_and_range(cell_config, tmp_path):
+    import genicam
+
+    viky = f"{genicam.__file__.rsplit('/', 1)[0]}/viky.cti"
+    cell_config.write_text(cell_config.read_text().replace(
+        'frame_camera: {url: "sim://?time_scale=0"}', f'frame_camera: {{url: "gentl://{viky}?serial=1&strict=false"}}'))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cellctl", "run", "--config", str(cell_config), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 3
+    assert "camera 1: PixelFormat = 'BayerRG8' refused; allowed: one of RGBa8, Mono8" in err.decode()
