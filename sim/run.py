@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from cellctl.app import Cell
 from cellctl.commands.common import embedded_config
 from cellctl.config import ConfigError, Problem, load_cell, load_profiles
 from cellctl.logs import configure
+from cellctl.sim.emulated import serve_emulated
 from cellctl.sim.robot import SimRobot
 from cellctl.sim.world import WORLD_KEY, Faults, SimWorld
 
@@ -64,6 +66,13 @@ async def _progress(robot: SimRobot, total: int) -> None:
         await asyncio.sleep(0.25)
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if task.get_name().startswith("progress"):
+        sys.stderr.write("\n")
+
+
 async def simulate(
     args: argparse.Namespace,
     workdir: Path,
@@ -93,11 +102,14 @@ async def simulate(
     robot = SimRobot(endpoint, world, profiles[profile].profile.geometry, robot_profile or profile,
                      args.parts, args.defect_rate, args.seed)
     records = args.records or workdir / "records.db"
-    await robot.start()
     # a stalled cell must end the run, not hang CI: generous per-part allowance
     budget_s = 120.0 + args.parts * (2.0 + 6.0 * args.time_scale)
-    progress = asyncio.create_task(_progress(robot, args.parts)) if sys.stderr.isatty() and not args.json else None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        cell_cfg = await serve_emulated(cell_cfg, world, stack)
+        await robot.start()
+        stack.push_async_callback(robot.close)
+        if sys.stderr.isatty() and not args.json:
+            stack.push_async_callback(_cancel, asyncio.create_task(_progress(robot, args.parts), name="progress"))
         async with Cell(cell_cfg, profiles, records, context={WORLD_KEY: world}) as cell:
             stop = asyncio.Event()
             t0 = time.monotonic()
@@ -112,14 +124,7 @@ async def simulate(
             await cell.run(stop)
             elapsed = time.monotonic() - t0
             loop_lag = cell.loop_lag.summary()
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-    finally:
-        if progress is not None:
-            progress.cancel()
-            await asyncio.gather(progress, return_exceptions=True)
-            sys.stderr.write("\n")
-        await robot.close()
+            await _cancel(watcher)
     meta = {"profile": profile, "seed": args.seed, "defect_rate": args.defect_rate,
             "time_scale": args.time_scale, "records": str(args.records) if args.records else None,
             "loop_lag_ms": loop_lag}

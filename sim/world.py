@@ -40,6 +40,7 @@ class Faults:
     strip_timeouts: int = 0  # the next N strips never complete
     stage_stall: bool = False  # the turntable stops answering
     light_dead: bool = False  # the controller answers, the LEDs stay dark
+    stage_alarm_bits: int = 0  # the next move of the SCL emulator stops halfway with these AL bits
 
 
 @dataclass

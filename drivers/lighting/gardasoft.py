@@ -168,12 +168,12 @@ class GardasoftLighting:
         await self._operate(command, timeout_s)
         if s.warmup_s > 0:
             await asyncio.sleep(s.warmup_s)  # LED output settles: part of the profile, not of I/O
-        log.info("lighting.on", port=self.port, command=command, warmup_s=s.warmup_s)
+        log.debug("lighting.on", port=self.port, command=command, warmup_s=s.warmup_s)
 
     async def off(self, timeout_s: float) -> None:
         """Switch the channel off (``RSc,0``, also ends pulse mode)."""
         await self._operate(f"RS{self._settings.channel},0", timeout_s)
-        log.info("lighting.off", port=self.port, channel=self._settings.channel)
+        log.debug("lighting.off", port=self.port, channel=self._settings.channel)
 
     async def close(self) -> None:
         """Switch off (best effort) and release the port and its thread; safe to call twice."""

@@ -1,6 +1,7 @@
 """The turntable: a stepper drive with an encoder that also clocks the line-scan camera.
 
-Backends: ``sim://`` (cellctl.sim). The SCL serial drive comes with the real drivers.
+Backends: ``sim://`` (in-process, cellctl.sim) and ``serial://`` / ``socket://`` (Applied
+Motion SCL drive, drivers/stage/scl.py).
 """
 
 from typing import Protocol
@@ -38,6 +39,10 @@ class Stage(Protocol):
         """Disable the drive and release the port; safe to call twice."""
 
 
-STAGES = BackendRegistry("stage", {"sim": "cellctl.sim.stage:SimStage"})
+STAGES = BackendRegistry("stage", {
+    "sim": "cellctl.sim.stage:SimStage",
+    "serial": "cellctl.drivers.stage.scl:SclStage",
+    "socket": "cellctl.drivers.stage.scl:SclStage",
+})
 
 __all__ = ["STAGES", "MotionSettings", "Stage"]

@@ -8,6 +8,8 @@ import json
 import math
 import sqlite3
 
+import structlog
+
 from cellctl.sim.run import simulate
 from cellctl.sim.world import Faults
 from tests.conftest import PROFILES
@@ -79,3 +81,24 @@ async def test_unknown_profile_from_the_robot_gives_recheck(tmp_path):
                        robot_profile="m99-unknown")
     assert s["delivered"] == 1 and s["verdicts"]["RECHECK"] == 1
     assert _rows(tmp_path)[0][3] == "unknown profile 'm99-unknown'"
+
+
+async def test_stepper_alarm_mid_part_gives_recheck_naming_the_alarm(tmp_path):
+    with structlog.testing.capture_logs() as logs:
+        s = await simulate(_args(tmp_path, 1, defect_rate=0.0), tmp_path,
+                           faults=Faults(stage_alarm_bits=(1 << 3) | (1 << 8)))
+    assert s["delivered"] == 1 and s["verdicts"]["RECHECK"] == 1
+    (row,) = _rows(tmp_path)
+    assert row[3].startswith("move: ") and "over-temperature" in row[3] and "open winding" in row[3]
+    faults = [e for e in logs if e["event"] == "acquire.fault"]
+    assert faults and faults[0]["part_id"] == "P00001" and "over-temperature" in faults[0]["fault"]
+
+
+async def test_the_sim_cell_drives_the_serial_drivers_on_ptys(tmp_path):
+    with structlog.testing.capture_logs() as logs:
+        s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path)
+    assert s["delivered"] == 2
+    events = {e["event"] for e in logs}
+    assert {"scl.connected", "lighting.connected"} <= events  # the production drivers, not sim://
+    ports = {e["port"] for e in logs if e["event"] in ("scl.connected", "lighting.connected")}
+    assert all(p.startswith("/dev/pts/") for p in ports)

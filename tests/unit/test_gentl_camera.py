@@ -142,8 +142,10 @@ def test_devices_command_lists_a_producer_and_finds_the_configured_camera(profil
     assert {c["access_status"] for c in listing["cameras"]} <= {"readwrite", "unknown"}
 
     config = profiles_copy / "cell-sim.yaml"
-    config.write_text(config.read_text().replace(
-        'frame_camera: {url: "sim://"}', f'frame_camera: {{url: "gentl://{VIKY}?serial=2&strict=false"}}'))
+    text = config.read_text().replace(
+        'frame_camera: {url: "sim://"}', f'frame_camera: {{url: "gentl://{VIKY}?serial=2&strict=false"}}')
+    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace('"emulator://gardasoft"', '"sim://"')
+    config.write_text(text)
     assert cli(["devices", "--config", str(config), "--json"]) == 0
     report = {e["device"]: e for e in json.loads(capsys.readouterr().out)}
     assert report["frame_camera"]["state"] == "found"
