@@ -1,9 +1,10 @@
 """Gardasoft RT-series lighting controller emulated at the wire level on a pseudo-terminal.
 
-The emulator keeps the pty master; the driver opens the slave path with pyserial exactly as it
-opens ``/dev/ttyUSB1`` (raw mode: no echo, no CR/LF translation). With ``link_dir`` a stable
-symlink ``link_dir/gardasoft`` points at the slave, like ``/dev/serial/by-id``: unplug()
-removes it and replug() re-points it at a new pty, so reconnection by path can be tested.
+The emulator serves on a ``PtyPort`` (sim/pty_port.py); the driver opens the slave path with
+pyserial exactly as it opens ``/dev/ttyUSB1`` (raw mode: no echo, no CR/LF translation). With
+``link_dir`` a stable symlink ``link_dir/gardasoft`` points at the slave, like
+``/dev/serial/by-id``: unplug() removes it and replug() re-points it at a new pty, so
+reconnection by path can be tested.
 
 Modelled: per-channel state (mode, brightness, pulse width/delay/retrigger, trigger count);
 ``VR``, ``ST``, ``RSc,s``, ``RTc,p,d,s[,r]``, ``TRc``, ``AW``, ``GTn``; several commands per
@@ -25,23 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import signal
 import sys
-import tty
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from cellctl.sim.lighting import NOMINAL_INTENSITY_PCT
+from cellctl.sim.pty_port import PtyPort, run_emulator
 
 if TYPE_CHECKING:
     from cellctl.sim.world import SimWorld
-
-log = structlog.get_logger("cellctl.sim.gardasoft")
 
 LINK_NAME = "gardasoft"
 MAX_LINE_BYTES = 128  # the controller's line buffer; longer input is thrown away
@@ -85,48 +80,31 @@ class GardasoftEmulator:
     def __init__(self, world: SimWorld | None = None, channels: int = 4, link_dir: Path | None = None) -> None:
         self.world = world
         self.n_channels = channels
-        self.link_dir = link_dir
         self.channels = {c: ChannelState() for c in range(1, channels + 1)}
         self.saved: dict[int, ChannelState] | None = None  # what AW stored
         self.events = False
         self.commands: list[str] = []
-        self.path: str | None = None  # what the driver opens (the symlink with link_dir)
-        self._master: int | None = None
-        self._slave: int | None = None  # kept open so the master never sees a hang-up
-        self._buffer = bytearray()
+        # LF is ignored; a line longer than the controller's buffer is thrown away (Err 2)
+        self._port = PtyPort(LINK_NAME, self._handle_line, events="gardasoft_emulator", link_dir=link_dir,
+                             ignored=b"\n", max_line_bytes=MAX_LINE_BYTES, on_overflow=self._on_overflow)
         self._muted = False
         self._garbage: bytes | None = None
         self._chunk_bytes = 0
         self._gap_s = 0.0
         self._pending: set[asyncio.TimerHandle] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def identity(self) -> str:
         return f"RT{self.n_channels}20 V3.012"
 
+    @property
+    def path(self) -> str | None:
+        """What the driver opens: the symlink with ``link_dir``, else the pty; None before start."""
+        return self._port.path
+
     async def start(self) -> str:
         """Open the pty and serve it; return the path for the driver."""
-        self._loop = asyncio.get_running_loop()
-        return self._plug()
-
-    def _plug(self) -> str:
-        assert self._loop is not None
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._buffer.clear()
-        self._loop.add_reader(master, self._on_readable)
-        self.path = os.ttyname(slave)
-        if self.link_dir is not None:
-            link, tmp = self.link_dir / LINK_NAME, self.link_dir / f".{LINK_NAME}.new"
-            tmp.unlink(missing_ok=True)
-            os.symlink(self.path, tmp)
-            os.replace(tmp, link)  # atomic re-point, as udev does
-            self.path = str(link)
-        log.info("gardasoft_emulator.plugged", path=self.path, pty=os.ttyname(slave))
-        return self.path
+        return self._port.plug()
 
     # fault injection
     def set_mute(self, on: bool) -> None:
@@ -146,22 +124,12 @@ class GardasoftEmulator:
         for handle in self._pending:
             handle.cancel()
         self._pending.clear()
-        if self._master is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._slave is not None:
-            os.close(self._slave)
-            self._slave = None
-        if self.link_dir is not None:
-            (self.link_dir / LINK_NAME).unlink(missing_ok=True)
-        log.info("gardasoft_emulator.unplugged")
+        self._port.unplug()
 
     async def replug(self) -> str:
         """Plug in again on a new pty, symlink re-pointed; the controller kept its state."""
         self.unplug()
-        return self._plug()
+        return self._port.plug()
 
     async def close(self) -> None:
         """Power off: the port goes away and the LEDs go dark. Safe to call twice."""
@@ -170,25 +138,9 @@ class GardasoftEmulator:
             self.world.light_gain = 0.0
 
     # the wire
-    def _on_readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            log.warning("gardasoft_emulator.read_failed", error=str(exc))
-            self.unplug()
-            return
-        self._buffer += data.replace(b"\n", b"")
-        while b"\r" in self._buffer:
-            line, _, rest = bytes(self._buffer).partition(b"\r")
-            self._buffer[:] = rest
-            self._handle_line(line.decode("ascii", errors="replace"))
-        if len(self._buffer) > MAX_LINE_BYTES:
-            self._buffer.clear()
-            if not self._muted:
-                self._reply(b"Err 2\r\n>")
+    def _on_overflow(self) -> None:
+        if not self._muted:
+            self._reply(b"Err 2\r\n>")
 
     def _handle_line(self, line: str) -> None:
         out: list[str] = []
@@ -211,28 +163,18 @@ class GardasoftEmulator:
         if self._garbage is not None:
             data, self._garbage = self._garbage, None
         if self._chunk_bytes <= 0:
-            self._write(data)
+            self._port.write(data)
             return
         for i in range(0, len(data), self._chunk_bytes):
             self._write_later(i // self._chunk_bytes * self._gap_s, data[i : i + self._chunk_bytes])
 
     def _write_later(self, delay_s: float, data: bytes) -> None:
-        assert self._loop is not None
-
         def fire() -> None:
             self._pending.discard(handle)
-            self._write(data)
+            self._port.write(data)
 
-        handle = self._loop.call_later(delay_s, fire)
+        handle = asyncio.get_running_loop().call_later(delay_s, fire)
         self._pending.add(handle)
-
-    def _write(self, data: bytes) -> None:
-        if self._master is None:
-            return  # unplugged while a slow reply was on its way
-        try:
-            os.write(self._master, data)
-        except BlockingIOError:
-            log.warning("gardasoft_emulator.reply_dropped", reason="pty buffer full", size=len(data))
 
     # the controller
     def _execute(self, command: str) -> list[str]:
@@ -298,31 +240,12 @@ class GardasoftEmulator:
         return []
 
 
-async def _serve(channels: int, link_dir: Path | None) -> None:
-    emulator = GardasoftEmulator(channels=channels, link_dir=link_dir)
-    path = await emulator.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    sys.stdout.write(f"READY {path}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await emulator.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cellctl.sim.gardasoft", description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=4, choices=(1, 2, 4))
     parser.add_argument("--link-dir", type=Path, default=None, help="also create DIR/gardasoft -> pty")
     args = parser.parse_args(argv)
-    from cellctl.logs import configure  # the process's composition root: logs go to stderr
-
-    configure(stream=sys.stderr)
-    asyncio.run(_serve(args.channels, args.link_dir))
-    return 0
+    return run_emulator(GardasoftEmulator(channels=args.channels, link_dir=args.link_dir))
 
 
 if __name__ == "__main__":

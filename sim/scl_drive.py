@@ -1,7 +1,7 @@
 """Wire-level emulator of an Applied Motion Products SCL stepper drive on a pseudo-terminal.
 
-The emulator keeps the pty master and serves SCL on it; the driver opens the slave path with
-pyserial exactly as it opens ``/dev/ttyUSB0``. ``python -m cellctl.sim.scl_drive
+The emulator serves SCL on a ``PtyPort`` (sim/pty_port.py); the driver opens the slave path
+with pyserial exactly as it opens ``/dev/ttyUSB0``. ``python -m cellctl.sim.scl_drive
 [--steps-per-rev N] [--link-dir DIR]`` prints ``READY <path>`` and serves until SIGTERM/SIGINT.
 
 Modelled: commands end with CR, no echo; acknowledgements only after ``PR`` with bit 2
@@ -36,24 +36,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import re
-import signal
 import sys
-import tty
 from collections import deque
 from functools import partialmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
+from cellctl.sim.pty_port import PtyPort, run_emulator
 from cellctl.sim.stage import STEPS_PER_MOVE
 
 if TYPE_CHECKING:
     from cellctl.sim.world import SimWorld
-
-log = structlog.get_logger("cellctl.sim.scl_drive")
 
 LINK_NAME = "scl-drive"
 MODEL_REVISION = "107M062"  # MV answer: model code + firmware revision (made up, format as documented)
@@ -89,7 +83,6 @@ def _profile_revs(t: float, revs: float, speed: float, accel: float, decel: floa
 class SclDriveEmulator:
     def __init__(self, world: SimWorld | None = None, steps_per_rev: int = 20000, link_dir: Path | None = None) -> None:
         self.world = world
-        self.link_dir = link_dir
         self.commands: list[str] = []  # every command received, in order, without CR
         self.status_answers: list[int] = []  # every SC value answered, to see what a poller saw
         self.steps_per_rev = steps_per_rev
@@ -106,82 +99,43 @@ class SclDriveEmulator:
         self._stopping: set[asyncio.Task[None]] = set()  # cancelled runners, awaited by close()
         self._mute = False
         self._garbage: bytes | None = None
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._rx = bytearray()
-        self.slave_path = ""
+        self._port = PtyPort(LINK_NAME, self._on_line, events="scl_drive", link_dir=link_dir)
 
     # --- the pty ---------------------------------------------------------------------------
 
+    @property
+    def slave_path(self) -> str:
+        """The pty the drive is on (the last one while unplugged); "" before ``start``."""
+        return self._port.pty_path or ""
+
     async def start(self) -> str:
         """Open the pty and serve; returns the path to open (the stable link if ``link_dir``)."""
-        if self._master is not None:
-            raise RuntimeError("SCL drive emulator already started")
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes pass as on a real line
-        os.set_blocking(self._master, False)
-        self.slave_path = os.ttyname(self._slave)
-        asyncio.get_running_loop().add_reader(self._master, self._on_readable)
-        if self.link_dir is None:
-            return self.slave_path
-        link = self.link_dir / LINK_NAME
-        tmp = self.link_dir / f".{LINK_NAME}.tmp"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(self.slave_path)
-        os.replace(tmp, link)  # re-point atomically, as udev does for /dev/serial/by-id
-        return str(link)
+        return self._port.plug()
 
     def unplug(self) -> None:
         """The USB adapter is pulled: the pty and the stable link vanish; the drive keeps its state."""
-        if self._master is None:
-            return
-        asyncio.get_running_loop().remove_reader(self._master)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        self._rx.clear()
-        if self.link_dir is not None:
-            (self.link_dir / LINK_NAME).unlink(missing_ok=True)
-        log.info("scl_drive.unplugged", pty=self.slave_path)
+        self._port.unplug()
 
     async def replug(self) -> str:
         """A new pty (and link) for the same drive state; returns the path as ``start`` does."""
-        self.unplug()
-        return await self.start()
+        return self._port.replug()
 
     async def close(self) -> None:
         await self._stop_motion()
         self.unplug()
 
-    def _on_readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:  # no slave open any more: stop listening rather than spin
-            asyncio.get_running_loop().remove_reader(self._master)
-            log.warning("scl_drive.read_failed", error=str(exc))
-            return
-        self._rx += data
-        while b"\r" in self._rx:
-            line, _, rest = bytes(self._rx).partition(b"\r")
-            self._rx[:] = rest
-            if line:
-                self._reply(self._handle(line.decode("ascii", errors="replace")))
+    def _on_line(self, line: str) -> None:
+        if line:  # a bare CR is no command and gets no answer
+            self._reply(self._handle(line))
 
     def _reply(self, answer: str | None) -> None:
-        if answer is None or self._mute or self._master is None:
+        if answer is None or self._mute or not self._port.plugged:
             return
         if self._garbage is not None:
             data, self._garbage = self._garbage, None
         else:
             data = (answer + "\r").encode()
-        try:
-            os.write(self._master, data)
-        except OSError as exc:
-            log.warning("scl_drive.write_failed", error=str(exc))
+        self._port.write(data)
 
     # --- fault injection -------------------------------------------------------------------
 
@@ -443,27 +397,12 @@ class SclDriveEmulator:
             await asyncio.sleep(seconds)
 
 
-async def _serve(steps_per_rev: int, link_dir: Path | None) -> None:
-    emulator = SclDriveEmulator(steps_per_rev=steps_per_rev, link_dir=link_dir)
-    path = await emulator.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {path}", flush=True)  # the readiness line a test fixture waits for
-    try:
-        await stop.wait()
-    finally:
-        await emulator.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cellctl.sim.scl_drive", description=__doc__.split("\n")[0])
     parser.add_argument("--steps-per-rev", type=int, default=20000, help="EG at power-up")
     parser.add_argument("--link-dir", type=Path, default=None, help=f"also serve as DIR/{LINK_NAME}")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.steps_per_rev, args.link_dir))
-    return 0
+    return run_emulator(SclDriveEmulator(steps_per_rev=args.steps_per_rev, link_dir=args.link_dir))
 
 
 if __name__ == "__main__":

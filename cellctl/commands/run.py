@@ -6,11 +6,21 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 
 from cellctl.app import Cell
-from cellctl.config import ConfigError, cell_relative, load_cell, load_profiles
+from cellctl.config import (
+    CellConfig,
+    ConfigError,
+    Problem,
+    cell_relative,
+    line_of,
+    load_cell,
+    load_profiles,
+    read_yaml,
+)
 from cellctl.devices import NotConnected
 from cellctl.drivers import DriverInitError
 from cellctl.logs import configure
@@ -18,8 +28,24 @@ from cellctl.logs import configure
 log = structlog.get_logger("cellctl.run")
 
 
+def _refuse_emulated(path: Path, cell_cfg: CellConfig) -> None:
+    """emulator:// devices exist only inside `cellctl sim`; say how to run them under `run`."""
+    data = read_yaml(path)
+    problems = [
+        Problem(str(path), line_of(data, f"devices.{name}.url"), f"devices.{name}.url",
+                "emulator:// is served by `cellctl sim` only; for `cellctl run` start "
+                "`python -m cellctl.sim.scl_drive` / `python -m cellctl.sim.gardasoft` and use "
+                "serial://<the printed pty path>")
+        for name in ("frame_camera", "line_camera", "stage", "lighting")
+        if getattr(cell_cfg.devices, name).url.startswith("emulator://")
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     cell_cfg = load_cell(args.config)
+    _refuse_emulated(args.config, cell_cfg)
     configure(cell_cfg.log_format, args.log_level or "info")
     profiles = load_profiles(args.config, cell_cfg)
     stop = asyncio.Event()

@@ -1,7 +1,7 @@
 """Cell config and part profiles: pydantic models, YAML loading with lines, resolving."""
 
 from cellctl.config.cell import CellConfig, Devices, RobotLink, Storage, Timeouts
-from cellctl.config.loader import ConfigError, Problem, load, read_yaml, validate
+from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
 from cellctl.config.profile import PartProfile, PreprocessSettings, Roi, SimGeometry, Tiling
 from cellctl.config.resolve import (
     ResolvedProfile,
@@ -30,6 +30,7 @@ __all__ = [
     # loading
     "ConfigError",
     "Problem",
+    "line_of",
     "load",
     "read_yaml",
     "validate",

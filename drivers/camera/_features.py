@@ -61,11 +61,16 @@ def line_scan_plan(s: LineScanSettings) -> list[FeatureWrite]:
         _w(("rotaryEncoderMultiplier", "EncoderMultiplier"), s.encoder_multiplier),
         _w(("rotaryEncoderDivider", "EncoderDivider"), s.encoder_divider),
         _w(("rotaryEncoderOutputMode", "EncoderOutputMode"), "Position"),  # no lines turning back
+        # the direction node's name and entries vary by firmware (unconfirmed): only if present
+        _w(("rotaryEncoderDirection", "EncoderDirection"), s.encoder_direction, required=False),
         _w("TriggerSelector", "LineStart"),
         _w("TriggerMode", "On"),
         _w("TriggerSource", ("rotaryEncoder1", "Encoder0")),
-        _w("TriggerSelector", "FrameStart", required=False),
-        _w("TriggerMode", "Off", required=False),  # frames follow Height; index input optional
+        *(
+            [_w("TriggerSelector", "FrameStart"), _w("TriggerMode", "On"), _w("TriggerSource", s.index_input)]
+            if s.index_input
+            else [_w("TriggerSelector", "FrameStart", required=False), _w("TriggerMode", "Off", required=False)]
+        ),
     ]
 
 

@@ -35,5 +35,13 @@ class LineScanSettings(SettingsModel):
     )
     encoder_multiplier: int = Field(default=1, ge=1, le=32, description="[rotaryEncoderMultiplier]")
     encoder_divider: int = Field(default=4, ge=1, le=128, description="[rotaryEncoderDivider]")
+    encoder_direction: Literal["Forward", "Reverse"] = Field(
+        default="Forward", description="[rotaryEncoderDirection]: which turning sense counts up"
+    )
+    index_input: Literal["Line1", "Line2", "Line3", "Line4"] | None = Field(
+        default=None,
+        description="[TriggerSource] of FrameStart: the turntable's index pulse starts each strip; "
+        "None: strips follow Height from the start of acquisition",
+    )
     exposure_us: float = Field(default=20.0, ge=2.0, le=3000.0, description="[ExposureTime]")
     gain_db: float = Field(default=0.0, ge=0.0, le=24.0, description="[Gain]")

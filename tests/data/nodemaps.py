@@ -60,6 +60,7 @@ LINEA_2K_DALSA = [
     _int("rotaryEncoderMultiplier", 1, 1, 32),
     _int("rotaryEncoderDivider", 1, 1, 128),
     _enum("rotaryEncoderOutputMode", ["Position", "Motion"]),
+    _enum("rotaryEncoderDirection", ["Forward", "Reverse"]),  # entry names unconfirmed
     _enum("TriggerSelector", ["LineStart", "FrameStart", "FrameBurstStart"]),
     _enum("TriggerMode", ["Off", "On"]),
     _enum("TriggerSource", ["rotaryEncoder1", "Line1", "Line2", "Software"]),

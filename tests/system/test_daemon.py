@@ -149,3 +149,14 @@ async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_fea
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 3
     assert "camera 1: PixelFormat = 'BayerRG8' refused; allowed: one of RGBa8, Mono8" in err.decode()
+
+
+async def test_run_refuses_emulator_devices_and_says_how_to_serve_them(profiles_copy):
+    path = profiles_copy / "cell-sim.yaml"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cellctl", "run", "--config", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "emulator://scl" in t)
+    assert f"{path}:{line}: devices.stage.url: emulator:// is served by `cellctl sim` only" in err.decode()

@@ -66,12 +66,25 @@ def test_missing_feature_is_an_error_unless_strict_is_off():
     assert apply_plan(nm, frame_camera_plan(FrameCameraSettings()), "head", strict=False) == ["Gain"]
 
 
-@pytest.mark.parametrize("features, multiplier_node", [(LINEA_2K_DALSA, "rotaryEncoderMultiplier"),
-                                                        (LINEA_2K_SFNC, "EncoderMultiplier")])
-def test_linea_plan_probes_dalsa_then_sfnc_encoder_names(features, multiplier_node):
+@pytest.mark.parametrize("features, multiplier_node, skipped", [
+    (LINEA_2K_DALSA, "rotaryEncoderMultiplier", []),
+    (LINEA_2K_SFNC, "EncoderMultiplier", ["rotaryEncoderDirection"]),  # optional, absent in SFNC
+])
+def test_linea_plan_probes_dalsa_then_sfnc_encoder_names(features, multiplier_node, skipped):
     nm = node_map(features)
     s = LineScanSettings(lines_per_revolution=4096, encoder_multiplier=2, encoder_divider=4)
-    assert apply_plan(nm, line_scan_plan(s), "shank") == []
+    assert apply_plan(nm, line_scan_plan(s), "shank") == skipped
     assert getattr(nm, multiplier_node).value == 2
     assert nm.Height.value == 4096  # one revolution per frame
     assert nm.TriggerSource.value == "rotaryEncoder1"
+
+
+def test_linea_index_input_starts_each_strip_on_the_index_pulse():
+    nm = node_map([x for x in LINEA_2K_DALSA if '"TriggerSource"' not in x] + [
+        '<Enumeration Name="TriggerSource"><EnumEntry Name="rotaryEncoder1"><Value>0</Value></EnumEntry>'
+        '<EnumEntry Name="Line3"><Value>1</Value></EnumEntry><Value>0</Value></Enumeration>'])
+    apply_plan(nm, line_scan_plan(LineScanSettings(index_input="Line3")), "shank")
+    # without selectors in this node map the last writes win: FrameStart from Line3
+    assert (nm.TriggerSelector.value, nm.TriggerMode.value, nm.TriggerSource.value) == ("FrameStart", "On", "Line3")
+    with pytest.raises(DriverInitError, match=r"TriggerSource = 'Line2' refused; allowed: one of rotaryEncoder1, Line3"):
+        apply_plan(nm, line_scan_plan(LineScanSettings(index_input="Line2")), "shank")
