@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cellctl import __version__
+from cellctl.logs import configure
 
 # command -> "module:function(args) -> exit code"; imported only when used
 COMMANDS = {
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # logs go to stderr, so stdout carries only what a command prints (e.g. --json);
+    # `run` and `sim` set their own format and default level
+    configure("auto", args.log_level or "warning")
     module_name, _, func = COMMANDS[args.command].partition(":")
     return int(getattr(importlib.import_module(module_name), func)(args) or 0)
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,20 @@ def profiles_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "profiles"
     shutil.copytree(PROFILES, dest, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     return dest
+
+
+@pytest.fixture
+async def emulators():
+    """The SCL drive and Gardasoft emulators as their own processes, each on a pty."""
+    procs, paths = [], {}
+    for name in ("scl_drive", "gardasoft"):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", f"cellctl.sim.{name}",
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        procs.append(proc)
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line.startswith(b"READY "), line
+        paths[name] = line.split()[1].decode()
+    yield paths
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)

@@ -37,6 +37,9 @@ async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:
     """Connect one configured device, report what it says about itself, close it."""
     entry: dict[str, Any] = {"device": name, "url": url}
     parsed = DeviceUrl.parse(url)
+    if parsed.scheme == "emulator":
+        entry["state"] = "emulated"  # started by `cellctl sim` on a pty; nothing to reach here
+        return entry
     if parsed.scheme == "gentl":
         cameras = await list_producer(parsed.location)
         wanted = parsed.options.get("serial"), parsed.options.get("user_name")
@@ -84,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"    {c['vendor']} {c['model']}  serial={c['serial']}  user_name={c['user_name']}")
         if entry.get("identity"):
             print(f"    identity: {entry['identity']}")
-        failed += entry["state"] not in ("connected", "found")
+        failed += entry["state"] not in ("connected", "found", "emulated")
     return 1 if failed else 0
 
 

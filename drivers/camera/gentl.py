@@ -146,6 +146,7 @@ class _GenTLCamera:
         self._acquiring = False
         self.state = "closed"
         self.frames = 0
+        self.incomplete = 0
         self.missed = 0
         self.rebuilds = 0
 
@@ -251,7 +252,8 @@ class _GenTLCamera:
 
     def _deliver(self, frame: Frame) -> None:
         self.frames += 1
-        self._frames.put_nowait(frame)
+        self.incomplete += not frame.complete  # short or unknown buffers; harvesters drops
+        self._frames.put_nowait(frame)  # the incomplete ones it sees, and those count in missed
 
     def _report(self, state: str, error: str) -> None:
         self.state = state

@@ -22,23 +22,6 @@ from cellctl.messages import Ack, Bin, PartRequest, encode
 
 
 @pytest.fixture
-async def emulators():
-    """The SCL drive and Gardasoft emulators as their own processes, each on a pty."""
-    procs, paths = [], {}
-    for name in ("scl_drive", "gardasoft"):
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", f"cellctl.sim.{name}",
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        procs.append(proc)
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert line.startswith(b"READY "), line
-        paths[name] = line.split()[1].decode()
-    yield paths
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
-
-
-@pytest.fixture
 def cell_config(profiles_copy, tmp_path, emulators):
     """The sim cell run by `cellctl run`: sim cameras, the serial drivers on emulator ptys."""
     path = profiles_copy / "cell-sim.yaml"
@@ -160,3 +143,13 @@ async def test_run_refuses_emulator_devices_and_says_how_to_serve_them(profiles_
     assert proc.returncode == 2
     line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "emulator://scl" in t)
     assert f"{path}:{line}: devices.stage.url: emulator:// is served by `cellctl sim` only" in err.decode()
+
+
+def test_devices_reports_the_identity_of_each_serial_device(cell_config, capsys):
+    from cellctl.cli import main as cli
+
+    assert cli(["devices", "--config", str(cell_config), "--json"]) == 0
+    report = {e["device"]: e for e in json.loads(capsys.readouterr().out)}
+    assert report["stage"]["state"] == "connected" and "107M062" in report["stage"]["identity"]
+    assert report["lighting"]["state"] == "connected" and report["lighting"]["identity"].startswith("RT")
+    assert report["frame_camera"]["identity"] == "simulated"

@@ -29,7 +29,8 @@ def _rows(tmp_path) -> list[tuple]:
 
 
 async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tmp_path):
-    s = await simulate(_args(tmp_path, 60), tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        s = await simulate(_args(tmp_path, 60), tmp_path)
     assert s["parts"] == 60 and s["delivered"] == 60 and s["lost"] == 0
     assert sum(s["verdicts"].values()) == 60
     assert s["defective"] >= 6  # the run exercises the reject path
@@ -44,6 +45,11 @@ async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tm
     assert [r[0] for r in rows] == list(range(1, 61))  # one record per part, sequence without gaps
     assert all(r[4] == "acked" for r in rows)
     assert s["latency_ms"]["p50"] > 0 and s["throughput_per_min"] > 0
+    # acquisition of the next part overlaps the analysis of the previous one
+    order = [(e["event"], e["seq"]) for e in logs if e["event"] in ("part.acquire", "part.verdict")]
+    overlapped = [k for k in range(1, 60) if order.index(("part.acquire", k + 1)) < order.index(("part.verdict", k))]
+    assert len(overlapped) > 30
+    assert all("part_id" in e and "profile" in e for e in logs if e["event"].startswith("part."))
 
 
 async def test_camera_timeout_gives_recheck_and_the_cell_carries_on(tmp_path):
