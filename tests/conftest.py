@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"
@@ -21,6 +22,13 @@ async def fail_on_leaked_tasks():
     for task in leaked:
         task.cancel()
     assert not leaked, f"tasks left running: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def reset_logging():
+    """Commands run in-process configure structlog globally; each test starts from defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -145,11 +145,14 @@ async def test_run_refuses_emulator_devices_and_says_how_to_serve_them(profiles_
     assert f"{path}:{line}: devices.stage.url: emulator:// is served by `cellctl sim` only" in err.decode()
 
 
-def test_devices_reports_the_identity_of_each_serial_device(cell_config, capsys):
-    from cellctl.cli import main as cli
-
-    assert cli(["devices", "--config", str(cell_config), "--json"]) == 0
-    report = {e["device"]: e for e in json.loads(capsys.readouterr().out)}
+async def test_devices_reports_the_identity_of_each_serial_device(cell_config):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cellctl", "devices", "--config", str(cell_config), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    report = {e["device"]: e for e in json.loads(out)}
     assert report["stage"]["state"] == "connected" and "107M062" in report["stage"]["identity"]
     assert report["lighting"]["state"] == "connected" and report["lighting"]["identity"].startswith("RT")
     assert report["frame_camera"]["identity"] == "simulated"
