@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
@@ -17,6 +19,7 @@ from cellctl.drivers.camera import Frame
 from cellctl.messages import PartRequest
 
 log = structlog.get_logger("cellctl.cycle")
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,20 +41,20 @@ class _Steps:
         self.acq = acq
         self.current = "start"
 
-    async def run(self, name: str, coro: object, timeout_s: float) -> object:
+    async def run(self, name: str, step: Awaitable[T], timeout_s: float) -> T:
         self.current = name
         t0 = time.monotonic()
-        result = await asyncio.wait_for(coro, timeout_s)  # type: ignore[arg-type]
+        result = await asyncio.wait_for(step, timeout_s)
         key = name.split("@")[0]
         self.acq.timings_ms[key] = self.acq.timings_ms.get(key, 0.0) + (time.monotonic() - t0) * 1e3
         return result
 
 
-async def _fresh(grab: object, since_s: float, timeout_s: float) -> Frame:
+async def _fresh(grab: Callable[[float], Awaitable[Frame]], since_s: float, timeout_s: float) -> Frame:
     """Next frame that arrived after ``since_s``; a late frame of an aborted part is skipped."""
     deadline = time.monotonic() + timeout_s
     while True:
-        frame: Frame = await grab(max(deadline - time.monotonic(), 0.0))  # type: ignore[operator]
+        frame = await grab(max(deadline - time.monotonic(), 0.0))
         if frame.timestamp_s >= since_s:
             return frame
 
@@ -83,7 +86,7 @@ async def acquire(
         acq.timings_ms["frames_wait"] = (time.monotonic() - t0) * 1e3
         acq.strip = await steps.run(
             "strip", _fresh(devices.line_camera.grab, acq.started_s, timeouts.strip_s), timeouts.strip_s + 0.1
-        )  # type: ignore[assignment]
+        )
     except (CellError, TimeoutError) as exc:
         acq.fault = f"{steps.current.split('@')[0]}: {exc or type(exc).__name__}"
     finally:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import termios
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import serial
 
 from cellctl.drivers.errors import DriverIOError, DriverTimeout
 
+T = TypeVar("T")
 READ_CHUNK_S = 0.02  # granularity of the read loop; the deadline is what counts
 
 
@@ -89,5 +92,5 @@ class SerialLink:
             self._close()
             raise DriverIOError(f"{self.name}: port {self.port} failed: {exc}") from exc
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

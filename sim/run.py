@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cellctl.app import Cell
-from cellctl.commands.common import embedded_config
+from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem, load_cell, load_profiles
 from cellctl.logs import configure
 from cellctl.sim.emulated import serve_emulated
@@ -161,8 +161,7 @@ def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="cellctl-sim-") as tmp:
             summary = asyncio.run(simulate(args, Path(tmp)))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        report(exc)
         return 2
     if args.json:
         print(json.dumps(summary))

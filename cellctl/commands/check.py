@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from cellctl.commands.common import report
 from cellctl.config import ConfigError, is_profile_file, load_cell, load_profiles, resolve_profile
 
 
@@ -21,8 +21,7 @@ def main(args: argparse.Namespace) -> int:
                 kind = f"cell config ({len(profiles)} profiles)"
         except ConfigError as exc:
             failed += 1
-            for problem in exc.problems:
-                print(f"error: {problem}", file=sys.stderr)
+            report(exc)
             continue
         print(f"ok: {path}: {kind}")
     return 1 if failed else 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.resources import files
 from pathlib import Path
 
-from cellctl.config import CellConfig, ResolvedProfile, cell_relative, load_cell, resolve_profile
+from cellctl.config import CellConfig, ConfigError, ResolvedProfile, cell_relative, load_cell, resolve_profile
 
 EMBEDDED_CONFIG = "cell-sim.yaml"
 
@@ -25,3 +26,9 @@ def find_profile(
     if candidate.suffix not in (".yaml", ".yml"):
         candidate = cell_relative(config_path, cell.profiles_dir) / f"{name}.yaml"
     return resolve_profile(candidate, cell, verify_model=verify_model), cell, config_path
+
+
+def report(exc: ConfigError) -> None:
+    """One ``error: file:line: field: message`` line per problem, on stderr."""
+    for problem in exc.problems:
+        print(f"error: {problem}", file=sys.stderr)

@@ -16,7 +16,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cellctl.commands.common import find_profile
+from cellctl.commands.common import find_profile, report
 from cellctl.config import ConfigError, ResolvedProfile, file_sha256
 from cellctl.evaluation import view_batch
 from cellctl.vision.images import labelled_images, read_camera_image
@@ -63,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
         rp, _, _ = find_profile(args.profile, args.config, verify_model=False)
         sha = quantize(rp, args.model, args.output, args.calibration, args.max_images)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        report(exc)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 import structlog
 
 from cellctl.app import Cell
+from cellctl.commands.common import report
 from cellctl.config import (
     CellConfig,
     ConfigError,
@@ -61,8 +61,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_serve(args))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        report(exc)
         return 2
     except (NotConnected, DriverInitError) as exc:
         log.error("cell.start_failed", error=str(exc))

@@ -132,7 +132,7 @@ class _GenTLCamera:
             self._options = GenTLOptions.model_validate(url.options)
         except ValidationError as exc:
             raise DriverInitError(f"{self.kind} {url.raw}: bad options: {exc.errors()[0]['msg']}") from exc
-        self._host: ProducerHost = context.setdefault(("gentl", url.location), ProducerHost(url.location))
+        self._host: ProducerHost = context.setdefault(f"gentl:{url.location}", ProducerHost(url.location))
         self._host.users += 1
         self._host_released = False
         self.name = self._options.serial or self._options.user_name or "?"
