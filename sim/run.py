@@ -53,24 +53,29 @@ def summarize(robot: SimRobot, elapsed_s: float, meta: dict[str, Any]) -> dict[s
     }
 
 
+def _draw_progress(robot: SimRobot, total: int) -> None:
+    counts = {k: 0 for k in ("PASS", "REJECT", "RECHECK")}
+    for s in robot.sorted.values():
+        counts[s.verdict] += 1
+    sys.stderr.write(
+        f"\r  {len(robot.sorted):>5}/{total} inspected   PASS {counts['PASS']:<5} "
+        f"REJECT {counts['REJECT']:<4} RECHECK {counts['RECHECK']:<4}"
+    )
+    sys.stderr.flush()
+
+
 async def _progress(robot: SimRobot, total: int) -> None:
-    while True:
-        counts = {k: 0 for k in ("PASS", "REJECT", "RECHECK")}
-        for s in robot.sorted.values():
-            counts[s.verdict] += 1
-        sys.stderr.write(
-            f"\r  {len(robot.sorted):>5}/{total} inspected   PASS {counts['PASS']:<5} "
-            f"REJECT {counts['REJECT']:<4} RECHECK {counts['RECHECK']:<4}"
-        )
-        sys.stderr.flush()
-        await asyncio.sleep(0.25)
+    try:
+        while True:
+            _draw_progress(robot, total)
+            await asyncio.sleep(0.25)
+    finally:
+        _draw_progress(robot, total)  # the final count, not the last tick's
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    if task.get_name().startswith("progress"):
-        sys.stderr.write("\n")
 
 
 async def simulate(
@@ -109,7 +114,8 @@ async def simulate(
         await robot.start()
         stack.push_async_callback(robot.close)
         if sys.stderr.isatty() and not args.json:
-            stack.push_async_callback(_cancel, asyncio.create_task(_progress(robot, args.parts), name="progress"))
+            stack.callback(sys.stderr.write, "\n")  # runs after the progress line stopped
+            stack.push_async_callback(_cancel, asyncio.create_task(_progress(robot, args.parts)))
         async with Cell(cell_cfg, profiles, records, context={WORLD_KEY: world}) as cell:
             stop = asyncio.Event()
             t0 = time.monotonic()
