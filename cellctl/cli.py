@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": "cellctl.commands.evaluate:main",
     "quantize": "cellctl.commands.quantize:main",
     "devices": "cellctl.commands.devices:main",
+    "bench": "cellctl.commands.bench:main",
 }
 
 
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="cell config (default: the embedded sim cell)")
     p.add_argument("--cti", type=Path, default=None, help="list the cameras of this GenTL producer instead")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("bench", help="model latency per view and per part, FP32 and INT8 side by side (JSON)")
+    p.add_argument("--profile", default="m8x40-hex", help="profile name or YAML path (default m8x40-hex)")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--fp32", type=Path, default=None, help="FP32 model to compare (default: beside the INT8 one)")
+    p.add_argument("--rounds", type=int, default=50)
     return ap
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 from cellctl.config import file_sha256, resolve_profile
 from cellctl.evaluation import evaluate
 from cellctl.inference import OnnxInferencer
+from cellctl.machine import describe
 from cellctl.sim.export import export_parts
 from cellctl.sim.run import simulate
 
@@ -27,22 +27,12 @@ HELDOUT_SEED = 202611
 SIM_SEED = 1
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", type=int, default=150, help="held-out parts per profile")
     ap.add_argument("--sim-parts", type=int, default=200)
     args = ap.parse_args()
-    card: dict = {"machine": {"cpu": cpu_model(), "python": platform.python_version()},
+    card: dict = {"machine": describe(),
                   "heldout": {}, "sim_part_level": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("m8x40-hex", "m12x80-hex"):
@@ -127,7 +117,7 @@ def render(card: dict) -> str:
                          f"{r['escapes']} | {r['false_rejects']} | {r['latency_ms']['p50']} / {r['latency_ms']['p99']} |")
     lines += [
         "",
-        f"Measured on: {card['machine']['cpu']}, Python {card['machine']['python']}, 2 cores.",
+        f"Measured on: {card['machine']['cpu']}, {card['machine'].get('cores', '?')} cores, Python {card['machine']['python']}.",
         "",
         "## Limits",
         "- Trained and tested on renders of this project's simulator: the figures say the pipeline",

@@ -77,3 +77,13 @@ def test_quantize_writes_a_working_int8_model(tmp_path, capsys):
     assert out.stat().st_size < (MODELS / "student-fp32.onnx").stat().st_size / 3  # int8 weights
     p = OnnxInferencer(out, file_sha256(out), threads=2).infer(np.zeros((2, 3, 224, 224), np.float32))
     assert p.shape == (2,) and np.isfinite(p).all()
+
+
+def test_bench_compares_fp32_and_int8_on_the_same_inputs(capsys):
+    assert cli(["bench", "--rounds", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for name in ("fp32", "int8"):
+        assert result[name]["per_view_batch1"]["p50_ms"] > 0
+        assert result[name]["per_part_batch8"]["p50_ms"] > 0
+    assert result["int8"]["bytes"] < result["fp32"]["bytes"] / 3
+    assert result["int8_speedup_batch1"] > 0 and result["machine"]["cores"] >= 1
