@@ -59,26 +59,28 @@ class Cell:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Load models, open records, connect devices and the robot link; undone by stop()."""
+        # Each teardown is registered before its step: a step that fails half-way (one of
+        # four devices connected) is still undone.
         loop = asyncio.get_running_loop()
         self.loop_lag.start()
         self._stack.push_async_callback(self.loop_lag.stop)
+        self._stack.callback(self._executor.shutdown, wait=True)
         for rp in self.profiles.values():
             if rp.model_path not in self._inferencers:
                 self._inferencers[rp.model_path] = await loop.run_in_executor(
                     self._executor, OnnxInferencer, rp.model_path, rp.profile.model.sha256,
                     self.config.inference_threads,
                 )
-        self._stack.callback(self._executor.shutdown, wait=True)
-        await self.records.open()
         self._stack.push_async_callback(self.records.close)
-        await self.devices.connect(self.config.timeouts.connect_s)
+        await self.records.open()
         self._stack.push_async_callback(self.devices.close)
+        await self.devices.connect(self.config.timeouts.connect_s)
         await self._use_profile(self.profiles[self.config.default_profile])
         await self.devices.frame_camera.start()
         await self.devices.line_camera.start()
         await self.devices.stage.home(self.config.timeouts.move_s)
-        await self.link.connect()
         self._stack.push_async_callback(self.link.close)
+        await self.link.connect()
         self._stack.push_async_callback(self._drain)
         for verdict in await self.records.pending():
             log.info("verdict.replay", seq=verdict.seq, part_id=verdict.part_id, profile=verdict.profile)
