@@ -3,7 +3,8 @@
 URL: ``gentl:///path/to/producer.cti?serial=S1234`` (or ``user_name=head-cam``)
 Options:
   serial / user_name   the device to open (exactly one device must match)
-  num_buffers          acquisition buffers, default 4 (holding them all starves the stream)
+  num_buffers          acquisition buffers, default 4, raised to the producer's minimum
+                       (holding them all starves the stream)
   strict               default true: a feature the profile sets must exist on the device;
                        false skips absent features with a warning (generic or test producers)
   poll_s               fetch poll period of the acquisition thread, default 0.1
@@ -172,7 +173,8 @@ class _GenTLCamera:
             raise DriverInitError(
                 f"{self.kind}: no single device matches {search} in {self._host.cti} (found: {found or 'none'})"
             ) from exc
-        self._ia.num_buffers = self._options.num_buffers
+        # some producers need more buffers than asked for (TLSimu: at least 5)
+        self._ia.num_buffers = max(self._options.num_buffers, self._ia.min_num_buffers)
 
     async def _configure(self, plan: list[Any]) -> None:
         self._plan = plan

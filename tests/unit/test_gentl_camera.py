@@ -2,8 +2,8 @@
 
 The `genicam` wheel ships viky.cti: three free-running devices (serials '0'..'2'),
 Width/Height 100..800, RGBa8/Mono8, AcquisitionFrameRate, and no trigger, exposure or gain
-features, so the driver runs with strict=false here (those features are skipped) and a
-software trigger is a no-op; the trigger path itself is covered by the feature-plan tests.
+features, so the driver runs with strict=false here (those features are skipped). The
+software trigger runs against TLSimu.cti from the genicam 1.5.0 wheel (tests/data/tlsimu.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 from cellctl.drivers import DeviceUrl, DriverInitError, DriverTimeout
 from cellctl.drivers.camera import FrameCameraSettings
 from cellctl.drivers.camera.gentl import GenTLFrameCamera, ProducerHost
+from tests.data.tlsimu import tlsimu_cti
 
 VIKY = Path(genicam.__file__).parent / "viky.cti"
 SMALL_MONO = FrameCameraSettings(pixel_format="Mono8", width_px=320, height_px=240)
@@ -151,3 +152,31 @@ def test_devices_command_lists_a_producer_and_finds_the_configured_camera(profil
     assert report["frame_camera"]["state"] == "found"
     assert [c["serial"] for c in report["frame_camera"]["matched"]] == ["2"]
     assert report["stage"]["state"] == "connected"
+
+
+@pytest.fixture(scope="session")
+def tlsimu() -> Path:
+    return tlsimu_cti()
+
+
+async def test_software_trigger_gives_one_frame_per_trigger(tlsimu):
+    cam = GenTLFrameCamera(DeviceUrl.parse(f"gentl://{tlsimu}?serial=SN_InterfaceA_0&strict=false"), {})
+    try:
+        await cam.connect(10)
+        await cam.configure(FrameCameraSettings(pixel_format="BayerRG8", width_px=512, height_px=512))
+        await cam.start()
+        await asyncio.sleep(0.5)
+        assert cam.frames == 0  # TriggerMode On, source Software: nothing until triggered
+        for _ in range(3):
+            await cam.trigger()
+            frame = await cam.grab(5)
+            # TLSimuMono accepts PixelFormat=BayerRG8 but delivers Mono8 buffers: the frame
+            # carries what the buffer says, which is what the host must convert from
+            assert (frame.pixel_format, frame.data.shape) == ("Mono8", (512, 512))
+        await asyncio.sleep(0.3)
+        assert cam.frames == 3 and cam.missed == 0
+        node_map = cam._ia.remote_device.node_map
+        assert node_map.PixelFormat.value == "BayerRG8"
+        assert (node_map.TriggerMode.value, node_map.TriggerSource.value) == ("On", "Software")
+    finally:
+        await cam.close()
