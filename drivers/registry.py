@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from cellctl.drivers.errors import DriverUnavailable
+from pydantic import BaseModel, ValidationError
+
+from cellctl.drivers.errors import DriverInitError, DriverUnavailable
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,24 @@ class DeviceUrl:
             location=(parts.netloc + parts.path),
             options=dict(parse_qsl(parts.query)),
         )
+
+    def options_as(self, model: type[M], kind: str) -> M:
+        """The URL options validated by a backend's options model; each bad option is named
+        with its value and what is allowed, unknown ones with the options there are."""
+        try:
+            return model.model_validate(self.options)
+        except ValidationError as exc:
+            known = ", ".join(model.model_fields)
+            problems = []
+            for err in exc.errors():
+                name = ".".join(map(str, err["loc"]))
+                if not name:  # a rule across options
+                    problems.append(err["msg"])
+                elif err["type"] == "extra_forbidden":
+                    problems.append(f"unknown option {name!r} (allowed: {known})")
+                else:
+                    problems.append(f"option {name}={self.options.get(name)!r}: {err['msg']}")
+            raise DriverInitError(f"{kind} {self.raw!r}: {'; '.join(problems)} (options: {known})") from exc
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,35 @@ import termios
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import serial
+from pydantic import AfterValidator
 
-from cellctl.drivers.errors import DriverIOError, DriverTimeout
+from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
+from cellctl.drivers.registry import DeviceUrl
 
 T = TypeVar("T")
-READ_CHUNK_S = 0.02  # granularity of the read loop; the deadline is what counts
+READ_CHUNK_S = 0.02
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
+
+
+def _known_baud(value: int) -> int:
+    if value not in BAUD_RATES:
+        raise ValueError(f"must be one of {', '.join(map(str, BAUD_RATES))}")
+    return value
+
+
+Baud = Annotated[int, AfterValidator(_known_baud)]  # for the options models of serial backends
+
+
+def serial_port(url: DeviceUrl, kind: str) -> str:
+    """What pyserial opens for ``serial:///dev/ttyUSB0`` or ``socket://host:port``."""
+    if url.scheme not in ("serial", "socket") or not url.location:
+        raise DriverInitError(
+            f"{kind} {url.raw!r}: no port, not serial:///dev/<port> or socket://<host>:<port>"
+        )
+    return f"socket://{url.location}" if url.scheme == "socket" else url.location  # granularity of the read loop; the deadline is what counts
 
 
 class SerialLink:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from cellctl.drivers.camera._features import apply_plan, frame_camera_plan, line_scan_plan
 from cellctl.drivers.camera._frame import Frame
@@ -129,10 +129,7 @@ class _GenTLCamera:
     kind = "camera"
 
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
-        try:
-            self._options = GenTLOptions.model_validate(url.options)
-        except ValidationError as exc:
-            raise DriverInitError(f"{self.kind} {url.raw}: bad options: {exc.errors()[0]['msg']}") from exc
+        self._options = url.options_as(GenTLOptions, self.kind)
         self._host: ProducerHost = context.setdefault(f"gentl:{url.location}", ProducerHost(url.location))
         self._host.users += 1
         self._host_released = False

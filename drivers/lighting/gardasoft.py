@@ -26,17 +26,16 @@ import time
 from typing import Any
 
 import structlog
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field
 
 from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.lighting import LightingSettings
 from cellctl.drivers.registry import DeviceUrl
-from cellctl.drivers.serial_link import SerialLink
+from cellctl.drivers.serial_link import Baud, SerialLink, serial_port
 from cellctl.drivers.settings import SettingsModel
 
 log = structlog.get_logger("cellctl.drivers.lighting.gardasoft")
 
-BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
 PROMPT = b">"
 CLOSE_TIMEOUT_S = 1.0  # close() has no caller deadline: the switch-off gets this much
 MIN_STEP_S = 0.05  # a step that starts at its deadline still gets one chance to answer
@@ -68,29 +67,7 @@ class LightingError(DriverIOError):
 class GardasoftOptions(SettingsModel):
     """URL options of the Gardasoft backend."""
 
-    baud: int = Field(default=115200, description="RS-232 baud rate set on the controller")
-
-    @field_validator("baud")
-    @classmethod
-    def verify_baud(cls, value: int) -> int:
-        if value not in BAUD_RATES:
-            raise ValueError("not a controller baud rate")
-        return value
-
-
-def _parse_options(url: DeviceUrl) -> GardasoftOptions:
-    try:
-        return GardasoftOptions.model_validate(url.options)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "?"
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown option {name!r} (allowed: baud)")
-            else:
-                allowed = ", ".join(map(str, BAUD_RATES))
-                problems.append(f"option {name}={url.options.get(name)!r}: allowed {allowed}")
-        raise DriverInitError(f"gardasoft {url.raw!r}: " + "; ".join(problems)) from exc
+    baud: Baud = Field(default=115200, description="RS-232 baud rate set on the controller")
 
 
 def check_limits(settings: LightingSettings) -> None:
@@ -122,12 +99,8 @@ def _num(value: float) -> str:
 
 class GardasoftLighting:
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
-        if url.scheme not in ("serial", "socket") or not url.location:
-            raise DriverInitError(
-                f"gardasoft: {url.raw!r} is not serial:///dev/<port> or socket://<host>:30313"
-            )
-        self.options = _parse_options(url)
-        self.port = url.location if url.scheme == "serial" else f"socket://{url.location}"
+        self.port = serial_port(url, "gardasoft")
+        self.options = url.options_as(GardasoftOptions, "gardasoft")
         self.name = f"gardasoft {self.port}"
         self.identity: str | None = None
         self.status: list[str] = []

@@ -26,17 +26,16 @@ import time
 from typing import Any
 
 import structlog
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field
 
 from cellctl.drivers.errors import CellError, DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.registry import DeviceUrl
-from cellctl.drivers.serial_link import SerialLink
+from cellctl.drivers.serial_link import Baud, SerialLink, serial_port
 from cellctl.drivers.settings import SettingsModel
 from cellctl.drivers.stage import MotionSettings
 
 log = structlog.get_logger("cellctl.drivers.stage.scl")
 
-BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
 ANSWER_TIMEOUT_S = 1.0  # one answer; a drive answers within ms, the rest is a loaded host
 CONFIGURE_TIMEOUT_S = 5.0  # configure() has no timeout argument: reconnect + VE/AC/DE
 MIN_STEP_S = 0.05  # a step that starts at its deadline still gets one chance to answer
@@ -77,36 +76,16 @@ class StageFault(DriverIOError):
 
 
 class SclOptions(SettingsModel):
-    baud: int = Field(default=9600, description="serial rate, must match the drive's BR")
+    baud: Baud = Field(default=9600, description="serial rate, must match the drive's BR")
     steps_per_rev: int = Field(default=20000, ge=200, le=51200, description="EG, motor steps per rev")
     home: str = Field(default="3F", pattern=r"^X?[1-9][LHRF]$", description="SH input+condition, e.g. 3F")
     poll_ms: float = Field(default=10.0, gt=0.0, le=1000.0, description="SC poll interval while moving")
 
-    @field_validator("baud")
-    @classmethod
-    def _known_baud(cls, value: int) -> int:
-        if value not in BAUD_RATES:
-            raise ValueError(f"must be one of {', '.join(map(str, BAUD_RATES))}")
-        return value
-
-
-def parse_options(url: DeviceUrl) -> SclOptions:
-    try:
-        return SclOptions.model_validate(url.options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in exc.errors()
-        )
-        known = ", ".join(SclOptions.model_fields)
-        raise DriverInitError(f"stage {url.raw}: bad option {problems} (options: {known})") from exc
-
 
 class SclStage:
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
-        self.options = parse_options(url)
-        self.port = f"socket://{url.location}" if url.scheme == "socket" else url.location
-        if not self.port:
-            raise DriverInitError(f"stage {url.raw}: no port (expected serial:///dev/ttyUSB0)")
+        self.port = serial_port(url, "stage")
+        self.options = url.options_as(SclOptions, "stage")
         self.identity = ""
         self.reconnects = 0
         self._settings = MotionSettings()
