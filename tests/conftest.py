@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import sys
 from pathlib import Path
 
 import pytest
 import structlog
+
+from tests.emulator_process import emulator_process
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"
@@ -42,15 +42,5 @@ def profiles_copy(tmp_path: Path) -> Path:
 @pytest.fixture
 async def emulators():
     """The SCL drive and Gardasoft emulators as their own processes, each on a pty."""
-    procs, paths = [], {}
-    for name in ("scl_drive", "gardasoft"):
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", f"cellctl.sim.{name}",
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        procs.append(proc)
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert line.startswith(b"READY "), line
-        paths[name] = line.split()[1].decode()
-    yield paths
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
+    async with emulator_process("scl_drive") as drive, emulator_process("gardasoft") as light:
+        yield {"scl_drive": drive, "gardasoft": light}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 
@@ -13,6 +12,7 @@ from cellctl.drivers.lighting.gardasoft import GardasoftLighting, LightingError
 from cellctl.drivers.serial_link import SerialLink
 from cellctl.sim.gardasoft import GardasoftEmulator
 from cellctl.sim.world import SimWorld
+from tests.emulator_process import emulator_process
 
 T_S = 2.0  # generous: 2 shared cores, other work running
 
@@ -221,22 +221,10 @@ def test_url_options_select_the_baud_rate_and_socket_port():
 
 
 async def test_the_emulator_process_serves_until_sigterm():
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cellctl.sim.gardasoft", "--channels", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
-        assert ready[0] == "READY"
-        driver = GardasoftLighting(DeviceUrl.parse(f"serial://{ready[1]}"), {})
+    async with emulator_process("gardasoft", "--channels", "2") as path:
+        driver = GardasoftLighting(DeviceUrl.parse(f"serial://{path}"), {})
         try:
             await driver.connect(T_S)
             assert driver.identity == "RT220 V3.012"
         finally:
             await driver.close()
-        proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -7,8 +7,6 @@ Moves in real time are short (fast profiles); the encoder tests use a time_scale
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 import time
 
 import pytest
@@ -18,6 +16,7 @@ from cellctl.drivers.stage import MotionSettings
 from cellctl.drivers.stage.scl import SclStage, StageAlarm, StageFault
 from cellctl.sim.scl_drive import SC_HOMING, SC_IN_POSITION, SC_MOVING, SclDriveEmulator
 from cellctl.sim.world import SimWorld
+from tests.emulator_process import emulator_process
 
 STEPS_PER_REV = 20000
 FAST = MotionSettings(speed_rps=5.0, accel_rps2=200.0, settle_ms=1.0)  # a quarter turn in ~75 ms
@@ -266,20 +265,9 @@ def test_socket_urls_reach_a_tcp_serial_server():
 
 
 async def test_emulator_process_prints_ready_and_serves_until_sigterm():
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cellctl.sim.scl_drive", "--steps-per-rev", "400",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert line.startswith("READY /"), line
-        stage = SclStage(DeviceUrl.parse(f"serial://{line.split()[1]}?steps_per_rev=400"), {})
+    async with emulator_process("scl_drive", "--steps-per-rev", "400") as path:
+        stage = SclStage(DeviceUrl.parse(f"serial://{path}?steps_per_rev=400"), {})
         await stage.connect(timeout_s=5.0)
         await stage.configure(FAST)
         await stage.move_by(90.0, timeout_s=10.0)
         await stage.close()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0
