@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from cellctl.config import file_sha256
 from cellctl.drivers import DriverInitError
 
 OUTPUT = "defect_prob"
@@ -20,7 +20,10 @@ class OnnxInferencer:
     """
 
     def __init__(self, path: Path, sha256: str, threads: int) -> None:
-        actual = file_sha256(path)
+        # The bytes that are hashed are the bytes the session is built from: a file swapped
+        # between the check and the load cannot slip through.
+        model = path.read_bytes()
+        actual = hashlib.sha256(model).hexdigest()
         if actual != sha256:
             raise DriverInitError(
                 f"model {path}: sha256 {actual} does not match the profile's {sha256}; refusing to run it"
@@ -30,7 +33,7 @@ class OnnxInferencer:
         options.inter_op_num_threads = 1
         self.path = path
         self.sha256 = sha256
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

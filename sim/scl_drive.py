@@ -63,6 +63,7 @@ DI_LIMIT = 2**31 - 1
 BARE_COMMANDS = {"ME", "MD", "AR", "SK"}  # take no parameter
 HOME_PARAM = re.compile(r"X?[1-9][LHRF]")
 NUMBER = re.compile(r"[-+]?\d+(\.\d*)?|[-+]?\.\d+")
+INTEGER = re.compile(r"[-+]?\d+")
 
 
 def _profile_revs(t: float, revs: float, speed: float, accel: float, decel: float) -> tuple[float, float]:
@@ -214,11 +215,18 @@ class SclDriveEmulator:
             return None  # acknowledgements off
         return result
 
-    def _number(self, param: str, low: float, high: float) -> float | str:
+    @staticmethod
+    def _number(param: str, low: float, high: float) -> float | str:
+        """The parameter as a number in [low, high], or the refusal to answer."""
         if not NUMBER.fullmatch(param):
             return MALFORMED
         value = float(param)
         return value if low <= value <= high else OUT_OF_RANGE
+
+    @classmethod
+    def _integer(cls, param: str, low: int, high: int) -> int | str:
+        value = cls._number(param, low, high) if INTEGER.fullmatch(param) else MALFORMED
+        return value if isinstance(value, str) else int(value)
 
     def _cmd_PR(self, param: str) -> str:
         value = self._integer(param, 0, 63)
@@ -264,12 +272,6 @@ class SclDriveEmulator:
     _cmd_VE = partialmethod(_set_float, "VE", "speed_rps")
     _cmd_AC = partialmethod(_set_float, "AC", "accel_rps2")
     _cmd_DE = partialmethod(_set_float, "DE", "decel_rps2")
-
-    def _integer(self, param: str, low: int, high: int) -> int | str:
-        if not re.fullmatch(r"[-+]?\d+", param):
-            return MALFORMED
-        value = int(param)
-        return value if low <= value <= high else OUT_OF_RANGE
 
     def _cmd_EG(self, param: str) -> str:
         value = self._integer(param, 200, 51200)

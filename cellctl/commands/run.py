@@ -15,6 +15,7 @@ from cellctl.config import (
     CellConfig,
     ConfigError,
     Problem,
+    ResolvedProfile,
     cell_relative,
     line_of,
     load_cell,
@@ -43,26 +44,29 @@ def _refuse_emulated(path: Path, cell_cfg: CellConfig) -> None:
         raise ConfigError(problems)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    cell_cfg = load_cell(args.config)
-    _refuse_emulated(args.config, cell_cfg)
-    configure(cell_cfg.log_format, args.log_level or "info")
-    profiles = load_profiles(args.config, cell_cfg)
+async def _serve(cell_cfg: CellConfig, profiles: dict[str, ResolvedProfile], records: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Cell(cell_cfg, profiles, cell_relative(args.config, cell_cfg.storage.records_db)) as cell:
+    async with Cell(cell_cfg, profiles, records) as cell:
         await cell.run(stop)
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    # config, profiles and model hashes are read before the event loop starts
     try:
-        return asyncio.run(_serve(args))
+        cell_cfg = load_cell(args.config)
+        _refuse_emulated(args.config, cell_cfg)
+        configure(cell_cfg.log_format, args.log_level or "info")
+        profiles = load_profiles(args.config, cell_cfg)
     except ConfigError as exc:
         report(exc)
         return 2
+    records = cell_relative(args.config, cell_cfg.storage.records_db)
+    try:
+        return asyncio.run(_serve(cell_cfg, profiles, records))
     except (NotConnected, DriverInitError) as exc:
         log.error("cell.start_failed", error=str(exc))
         return 3

@@ -6,6 +6,7 @@ cell config with a profile happens here, once, at load time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,13 @@ class ResolvedProfile:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file, hashed once per content version (profiles share model files)."""
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
