@@ -22,14 +22,9 @@ REGISTRIES = {"frame_camera": FRAME_CAMERAS, "line_camera": LINE_CAMERAS, "stage
 
 
 async def list_producer(cti: str) -> list[dict[str, Any]]:
-    from cellctl.drivers.camera.gentl import ProducerHost
+    from cellctl.drivers.camera.gentl import list_devices  # harvesters only when asked for
 
-    host = ProducerHost(cti)
-    host.users = 1
-    try:
-        return await host.run(host.devices)
-    finally:
-        await host.release()
+    return await list_devices(cti)
 
 
 async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:

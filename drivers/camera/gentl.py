@@ -103,6 +103,16 @@ class ProducerHost:
             self._pool.shutdown(wait=True)
 
 
+async def list_devices(cti: str) -> list[dict[str, Any]]:
+    """The devices a producer finds (loaded for the call and unloaded after)."""
+    host = ProducerHost(cti)
+    host.users += 1
+    try:
+        return await host.run(host.devices)
+    finally:
+        await host.release()
+
+
 def _info(device_info: Any, attr: str) -> Any:
     """A device-info field; producers raise NotAvailable for the ones they do not support."""
     try:

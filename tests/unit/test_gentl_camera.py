@@ -18,7 +18,7 @@ import pytest
 
 from cellctl.drivers import DeviceUrl, DriverInitError, DriverTimeout
 from cellctl.drivers.camera import FrameCameraSettings
-from cellctl.drivers.camera.gentl import GenTLFrameCamera, ProducerHost
+from cellctl.drivers.camera.gentl import GenTLFrameCamera, list_devices
 from tests.data.tlsimu import tlsimu_cti
 
 VIKY = Path(genicam.__file__).parent / "viky.cti"
@@ -43,10 +43,7 @@ async def camera():
 
 async def test_producer_lists_its_devices():
     assert VIKY.is_file(), "genicam 1.6 ships viky.cti next to genicam/__init__.py"
-    host = ProducerHost(str(VIKY))
-    host.users = 1
-    devices = await host.run(host.devices)
-    await host.release()
+    devices = await list_devices(str(VIKY))
     assert sorted(d["serial"] for d in devices) == ["0", "1", "2"]
     assert all(d["model"] == "Viky" for d in devices)
 
