@@ -75,7 +75,7 @@ async def acquire(
                 await steps.run(f"move@{angle:g}", devices.stage.move_by(angle - position, timeouts.move_s), timeouts.move_s)
                 position = angle
             shot_s = time.monotonic()
-            await devices.frame_camera.trigger()
+            await steps.run("trigger", devices.frame_camera.trigger(), timeouts.frame_s)
             grabs.append(asyncio.create_task(_fresh(devices.frame_camera.grab, shot_s, timeouts.frame_s)))
             # the part must stand still while the sensor integrates; the transfer may overlap the move
             await asyncio.sleep(p.frame_camera.exposure_us * 1e-6)
