@@ -41,6 +41,9 @@ class Faults:
     stage_stall: bool = False  # the turntable stops answering
     light_dead: bool = False  # the controller answers, the LEDs stay dark
     stage_alarm_bits: int = 0  # the next move of the SCL emulator stops halfway with these AL bits
+    frame_disconnects: int = 0  # the next N head triggers find the camera gone (DriverIOError)
+    incomplete_frames: int = 0  # the next N head frames arrive short (Frame.complete False)
+    configure_refusals: int = 0  # the next N frame-camera configure() calls are refused
 
 
 @dataclass
