@@ -1,38 +1,52 @@
-"""The composition root: builds the cell from its config and runs the inspection pipeline.
+"""The composition root: builds the cell from its config, starts and stops its parts in order,
+and turns signals into stop and reload requests. No per-part logic lives here.
 
-Two loops joined by a one-slot queue, so the next part is acquired while the previous one
-is analysed: acquisition (part request -> light -> revolution -> light off) and analysis
-(preprocess + infer off the loop -> decision -> record -> publish). Delivery (resend until
-acknowledged) runs per verdict in its own task.
+Start order (each teardown is registered before its step, so a start that fails half-way
+still undoes what it did): loop-lag monitor, inference thread and models, records, devices
+(connect, light off, cameras armed, table homed, default profile), robot link, delivery
+(replay of unacknowledged verdicts), then the parts a killed daemon left in the fixture are
+judged "interrupted". Stop runs the same list backwards: deliveries drain, the link closes,
+the light goes off and the devices close, the records close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from cellctl.analysis import analyse
-from cellctl.config import CellConfig, ResolvedProfile
-from cellctl.cycle import Acquisition, acquire
-from cellctl.decision import Decision, decide
+from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profiles
+from cellctl.decision import decide
+from cellctl.delivery import Delivery
 from cellctl.devices import CellDevices
-from cellctl.drivers import DriverTimeout
+from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
 from cellctl.loop_lag import LoopLagMonitor
-from cellctl.messages import BIN_OF, PartRequest, Verdict
-from cellctl.records import Record, Records
+from cellctl.pipeline import DurableWriter, Inferencer, PartResult, Pipeline, Publisher
+from cellctl.records import Records
 from cellctl.robot_link import RobotLink
+from cellctl.state import CellState, Phase
 
 log = structlog.get_logger("cellctl.app")
 
-DRAIN_S = 5.0  # on stop, how long open deliveries may still finish before they wait for restart
+# Signals that would kill the daemon by default but mean nothing to it: logged and ignored.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class CellHooks:
+    """Seams for the simulator's fault injection; production passes none."""
+
+    wrap_inferencer: Callable[[Inferencer], Inferencer] | None = None
+    records_opened: Callable[[Records], None] | None = None
 
 
 class Cell:
@@ -41,54 +55,62 @@ class Cell:
         config: CellConfig,
         profiles: dict[str, ResolvedProfile],
         records_path: Path,
+        *,
         context: dict[str, Any] | None = None,
+        hooks: CellHooks | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
-        self.profiles = profiles
+        self.config_path = config_path  # where SIGHUP reloads the profiles from
+        self.hooks = hooks or CellHooks()
+        self.state = CellState()
         self.devices = CellDevices.build(config, context if context is not None else {})
         self.link = RobotLink(config.robot, config.cell_id)
         self.records = Records(records_path)
-        self.counts: Counter[str] = Counter()
-        self._inferencers: dict[Path, OnnxInferencer] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._current: ResolvedProfile | None = None
-        self._stack = contextlib.AsyncExitStack()
+        self.delivery = Delivery(self.link, self.records)
+        self.writer = DurableWriter(self.records, self.state)
+        self.publisher = Publisher(config.cell_id, self.writer, self.delivery)
         self.loop_lag = LoopLagMonitor()
+        self.inferencers: dict[Path, Inferencer] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.pipeline = Pipeline(config, profiles, self.inferencers, self.devices, self.link, self.writer,
+                                 self.publisher, self.state, self._executor, self.reload)
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def profiles(self) -> dict[str, ResolvedProfile]:
+        return self.pipeline.profiles
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.publisher.counts)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Load models, open records, connect devices and the robot link; undone by stop()."""
-        # Each teardown is registered before its step: a step that fails half-way (one of
-        # four devices connected) is still undone.
-        loop = asyncio.get_running_loop()
         self.loop_lag.start()
         self._stack.push_async_callback(self.loop_lag.stop)
         self._stack.callback(self._executor.shutdown, wait=True)
-        for rp in self.profiles.values():
-            if rp.model_path not in self._inferencers:
-                self._inferencers[rp.model_path] = await loop.run_in_executor(
-                    self._executor, OnnxInferencer, rp.model_path, rp.profile.model.sha256,
-                    self.config.inference_threads,
-                )
+        await self._load_models(self.profiles)
         self._stack.push_async_callback(self.records.close)
         await self.records.open()
+        if self.hooks.records_opened is not None:
+            self.hooks.records_opened(self.records)
         self._stack.push_async_callback(self.devices.close)
         await self.devices.connect(self.config.timeouts.connect_s)
-        await self._use_profile(self.profiles[self.config.default_profile])
-        await self.devices.frame_camera.start()
-        await self.devices.line_camera.start()
-        await self.devices.stage.home(self.config.timeouts.move_s)
+        await self.devices.start(self.config.timeouts)
+        await self.pipeline.use_profile(self.profiles[self.config.default_profile])
         self._stack.push_async_callback(self.link.close)
         await self.link.connect()
-        self._stack.push_async_callback(self._drain)
-        for verdict in await self.records.pending():
-            log.info("verdict.replay", seq=verdict.seq, part_id=verdict.part_id, profile=verdict.profile)
-            self._spawn_delivery(verdict)
+        self._stack.push_async_callback(self.delivery.drain)
+        await self.delivery.replay()
+        await self._judge_interrupted()
+        self.pipeline.last_accepted = await self.records.last_accepted()
+        self.state.set(Phase.READY)
         log.info("cell.started", cell_id=self.config.cell_id, profiles=sorted(self.profiles),
-                 next_seq=self.records.next_seq)
+                 last_accepted=self.pipeline.last_accepted)
 
     async def stop(self) -> None:
+        self.state.set(Phase.STOPPING)
         await self._stack.aclose()
         log.info("cell.stopped", cell_id=self.config.cell_id, loop_lag_ms=self.loop_lag.summary(), **self.counts)
 
@@ -96,6 +118,7 @@ class Cell:
         try:
             await self.start()
         except BaseException:
+            self.state.set(Phase.STOPPING)
             await self._stack.aclose()
             raise
         return self
@@ -103,100 +126,99 @@ class Cell:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # ------------------------------------------------------------------ pipeline
     async def run(self, stop: asyncio.Event) -> None:
-        """Inspect parts until ``stop`` is set. A part already in the fixture is finished:
-        acquired, analysed and published; a crash of either loop ends the run with its error."""
-        queue: asyncio.Queue[Acquisition | None] = asyncio.Queue(maxsize=1)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._acquire_loop(queue, stop), name="acquire")
-            tg.create_task(self._analyse_loop(queue), name="analyse")
+        """Inspect parts until ``stop`` is set; the part in hand is finished first."""
+        await self.pipeline.run(stop)
+        self.state.set(Phase.STOPPING)
 
-    async def _acquire_loop(self, queue: asyncio.Queue[Acquisition | None], stop: asyncio.Event) -> None:
-        t = self.config.timeouts
-        while (request := await self._next_part(stop)) is not None:
-            seq = self.records.take_seq()
-            rp = self.profiles.get(request.profile or self.config.default_profile)
-            if rp is None:
-                await self._unknown_profile(request, seq)
+    def health(self) -> dict[str, Any]:
+        return {**self.state.health(), "devices": self.devices.health(), "delivery": self.delivery.health(),
+                "records_backlog": len(self.writer.backlog), "loop_lag_ms": self.loop_lag.summary(),
+                "verdicts": self.counts}
+
+    # ------------------------------------------------------------------ steps
+    async def _load_models(self, profiles: dict[str, ResolvedProfile]) -> None:
+        """An inferencer per model file not loaded yet (off the loop; hashing 45 MB takes time)."""
+        loop = asyncio.get_running_loop()
+        for rp in profiles.values():
+            if rp.model_path in self.inferencers:
                 continue
-            if rp is not self._current:
-                await self._use_profile(rp)
-            log.info("part.acquire", part_id=request.part_id, seq=seq, profile=rp.name)
-            await queue.put(await acquire(self.devices, request, rp, t, seq))
-        await queue.put(None)  # analysis ends after the parts already queued
+            model: Inferencer = await loop.run_in_executor(
+                self._executor, OnnxInferencer, rp.model_path, rp.profile.model.sha256, self.config.inference_threads
+            )
+            if self.hooks.wrap_inferencer is not None:
+                model = self.hooks.wrap_inferencer(model)
+            self.inferencers[rp.model_path] = model
 
-    async def _next_part(self, stop: asyncio.Event) -> PartRequest | None:
-        """The next part from the robot, or None once ``stop`` is set."""
-        if stop.is_set():
-            return None
-        requesting = asyncio.create_task(self.link.request_part())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({requesting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (requesting, stopping):
-            task.cancel()
-        await asyncio.gather(requesting, stopping, return_exceptions=True)
-        # a part that arrived before the stop is in the fixture: it is inspected
-        return None if requesting.cancelled() else requesting.result()
+    async def _judge_interrupted(self) -> None:
+        """Parts accepted by a daemon that died before judging them: RECHECK, before any new part."""
+        for part in await self.records.unjudged():
+            fault = Fault(Step.INTERRUPTED, f"the daemon stopped before the part was judged (accepted {part.accepted_at})")
+            log.warning("part.interrupted", part_id=part.part_id, seq=part.seq, profile=part.profile,
+                        accepted_at=part.accepted_at)
+            result = PartResult(part.seq, part.part_id, part.profile, time.monotonic(),
+                                decide([], None, 0.5, fault), {}, {}, None)
+            await self.publisher.publish(result)
 
-    async def _analyse_loop(self, queue: asyncio.Queue[Acquisition | None]) -> None:
-        while (acq := await queue.get()) is not None:
-            rp = acq.profile
-            inferencer = self._inferencers[rp.model_path]
-            decision, scores = await analyse(acq, inferencer, self._executor, self.config.timeouts.inference_s)
-            await self._publish(acq.seq, acq.request, rp.name, decision, scores, acq.timings_ms, acq.started_s,
-                                inferencer.sha256)
+    # ------------------------------------------------------------------ signals and reload
+    @contextlib.contextmanager
+    def signals(self, stop: asyncio.Event) -> Iterator[None]:
+        """SIGTERM/SIGINT: stop after the part in hand. SIGHUP: reload the profiles between
+        parts. SIGUSR1/2: logged and ignored. The previous handlers come back on exit."""
+        loop = asyncio.get_running_loop()
 
-    async def _publish(self, seq: int, request: PartRequest, profile: str, decision: Decision,
-                       scores: dict[str, float], timings: dict[str, float], started_s: float,
-                       model_sha256: str | None) -> None:
-        verdict = Verdict(
-            cell_id=self.config.cell_id, seq=seq, part_id=request.part_id, profile=profile,
-            verdict=decision.outcome, bin=BIN_OF[decision.outcome], reason=decision.reason,
-            max_score=decision.max_score, worst_view=decision.worst_view, model_sha256=model_sha256,
-            latency_ms=round((time.monotonic() - started_s) * 1e3, 3),
-        )
-        t0 = time.monotonic()
-        await self.records.add(Record(verdict, scores, timings))  # durable before it is sent
-        timings["record"] = (time.monotonic() - t0) * 1e3
-        self.counts[decision.outcome.value] += 1
-        log.info("part.verdict", part_id=request.part_id, seq=seq, profile=profile,
-                 verdict=decision.outcome.value, reason=decision.reason, max_score=decision.max_score,
-                 latency_ms=verdict.latency_ms)
-        self._spawn_delivery(verdict)
+        def stopping(name: str) -> None:
+            log.info("signal.stop", signal=name)
+            self.state.set(Phase.STOPPING)
+            stop.set()
 
-    async def _unknown_profile(self, request: PartRequest, seq: int) -> None:
-        profile = str(request.profile)
-        decision = decide([], None, 0.5, f"unknown profile {profile!r}")
-        log.error("part.unknown_profile", part_id=request.part_id, seq=seq, profile=profile)
-        await self._publish(seq, request, profile, decision, {}, {}, time.monotonic(), None)
+        def reload() -> None:
+            log.info("signal.reload", signal="SIGHUP")
+            self.request_reload()
 
-    async def _use_profile(self, rp: ResolvedProfile) -> None:
-        await self.devices.configure(rp)
-        self._current = rp
-        log.info("profile.active", profile=rp.name, part_number=rp.profile.part_number)
-
-    # ------------------------------------------------------------------ delivery
-    def _spawn_delivery(self, verdict: Verdict) -> None:
-        task = asyncio.create_task(self._deliver(verdict), name=f"deliver-{verdict.seq}")
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    async def _deliver(self, verdict: Verdict) -> None:
+        handlers: dict[signal.Signals, Callable[[], None]] = {
+            signal.SIGTERM: lambda: stopping("SIGTERM"),
+            signal.SIGINT: lambda: stopping("SIGINT"),
+            signal.SIGHUP: reload,
+        }
+        for sig in IGNORED_SIGNALS:
+            handlers[sig] = lambda name=sig.name: log.warning("signal.ignored", signal=name)
+        for sig, handler in handlers.items():
+            loop.add_signal_handler(sig, handler)
         try:
-            ack = await self.link.deliver(verdict)
-        except DriverTimeout as exc:
-            await self.records.mark(verdict.seq, "expired")
-            log.error("verdict.undelivered", seq=verdict.seq, part_id=verdict.part_id,
-                      profile=verdict.profile, error=str(exc))
-            return
-        await self.records.mark(verdict.seq, "acked")
-        log.info("verdict.acked", seq=verdict.seq, part_id=verdict.part_id, profile=verdict.profile,
-                 bin=int(ack.bin), res=ack.res)
+            yield
+        finally:
+            for sig in handlers:
+                loop.remove_signal_handler(sig)
 
-    async def _drain(self) -> None:
-        if self._deliveries:
-            _, pending = await asyncio.wait(set(self._deliveries), timeout=DRAIN_S)
-            for task in pending:
-                task.cancel()  # still 'pending' in the records: resent at the next start
-            await asyncio.gather(*pending, return_exceptions=True)
+    def request_reload(self) -> None:
+        """Reload the profiles before the next part (at once if the cell is waiting for one)."""
+        self.pipeline.reload_requested.set()
+
+    async def reload(self) -> bool:
+        """Validate the profile folder again and swap the whole set in, or keep the old one.
+
+        Only profiles are reloaded; a changed cell config (devices, link, storage) needs a
+        restart. The devices are set up for the new set's version of the active profile at
+        the next part.
+        """
+        if self.config_path is None:
+            log.warning("profiles.reload_unavailable", reason="no config file to reload from")
+            return False
+        try:
+            profiles = await asyncio.to_thread(load_profiles, self.config_path, self.config)
+            if self.config.default_profile not in profiles:
+                raise ConfigError([])  # load_profiles reports it; defensive
+            await self._load_models(profiles)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("profiles.reload_refused", problem=str(problem))
+            log.error("profiles.reload_failed", kept=sorted(self.profiles), problems=len(exc.problems))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a model that will not load: keep the old set
+            log.error("profiles.reload_failed", kept=sorted(self.profiles), error=f"{type(exc).__name__}: {exc}")
+            return False
+        self.pipeline.profiles = profiles
+        self.pipeline.current = None  # re-apply the active profile from the new files
+        log.info("profiles.reloaded", profiles=sorted(profiles))
+        return True

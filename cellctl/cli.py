@@ -1,13 +1,32 @@
-"""The ``cellctl`` command: parse arguments, hand over to the command's module."""
+"""The ``cellctl`` command: parse arguments, hand over to the command's module.
+
+Every path ends in one clear line: a usage error is ``error: ...`` and exit 2 (no usage
+dump), a config error one ``error: file:line: field: message`` per problem and exit 2, an
+unexpected exception ``error: internal error: ...`` and exit 70, Ctrl-C exit 130. Exit codes
+(README, "CLI"): 0 ok, 1 check/devices found problems or sim lost verdicts, 2 usage or
+config error, 3 a device failed at run start, 70 internal error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from cellctl import __version__
+from cellctl.commands.args import (
+    existing_dir,
+    existing_file,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_dir,
+    output_file,
+    positive_int,
+)
 from cellctl.logs import configure
 
 # command -> "module:function(args) -> exit code"; imported only when used
@@ -22,8 +41,21 @@ COMMANDS = {
 }
 
 
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``error:`` line with a hint, exit 2 (subparsers inherit this)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cellctl", description="Controller of an MPI inspection cell for fasteners.")
+    ap = OneLineParser(prog="cellctl", description="Controller of an MPI inspection cell for fasteners.")
     ap.add_argument("--version", action="version", version=f"cellctl {__version__}")
     ap.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                     help="default: info (sim on a terminal: warning, the progress line is the display)")
@@ -36,43 +68,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("/etc/cellctl/cell.yaml"), help="cell config YAML")
 
     p = sub.add_parser("sim", help="run the simulated cell: daemon + simulated robot, then a summary")
-    p.add_argument("--parts", type=int, default=50, help="fasteners to inspect (default 50)")
-    p.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
-    p.add_argument("--defect-rate", type=float, default=0.1, help="fraction of defective parts (default 0.1)")
+    p.add_argument("--parts", type=positive_int, default=50, help="fasteners to inspect, >= 1 (default 50)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="simulator seed, >= 0 (default 1)")
+    p.add_argument("--defect-rate", type=fraction, default=0.1,
+                   help="fraction of defective parts, in [0, 1] (default 0.1)")
     p.add_argument("--profile", default=None, help="part profile name (default: the config's default_profile)")
-    p.add_argument("--time-scale", type=float, default=0.0,
+    p.add_argument("--time-scale", type=non_negative_float, default=0.0,
                    help="1 = real-time mechanics and transfers, 0 = none (default 0)")
-    p.add_argument("--config", type=Path, default=None, help="cell config (default: the embedded sim cell)")
-    p.add_argument("--records", type=Path, default=None, help="keep the SQLite records here (default: temporary)")
+    p.add_argument("--config", type=existing_file, default=None, help="cell config (default: the embedded sim cell)")
+    p.add_argument("--records", type=output_file, default=None,
+                   help="keep the SQLite records here (default: temporary)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+    p.add_argument("--faults", default="", metavar="NAME[,NAME...]",
+                   help="inject these named faults at random parts, deterministic for --seed "
+                        "(e.g. camera-timeout,disk-full; see README)")
+    p.add_argument("--export", type=output_dir, default=None, metavar="DIR",
                    help="instead of running the cell, write labelled renders of --parts parts to DIR "
                         "(DIR/head/{good,defect}, DIR/shank/{good,defect}) for cellctl eval / quantize")
 
     p = sub.add_parser("eval", help="score the decision path on a folder of labelled images")
-    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("dir", type=existing_dir, metavar="DIR")
     p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--config", type=Path, default=None, help="cell config whose profiles_dir holds the profile")
-    p.add_argument("--model", type=Path, default=None, help="score this ONNX file instead of the profile's")
+    p.add_argument("--config", type=existing_file, default=None,
+                   help="cell config whose profiles_dir holds the profile")
+    p.add_argument("--model", type=existing_file, default=None, help="score this ONNX file instead of the profile's")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("quantize", help="INT8 static post-training quantization of an ONNX student")
-    p.add_argument("model", type=Path, help="FP32 ONNX file")
-    p.add_argument("output", type=Path, help="INT8 ONNX file to write")
-    p.add_argument("--calibration", type=Path, required=True, metavar="DIR",
+    p.add_argument("model", type=existing_file, help="FP32 ONNX file")
+    p.add_argument("output", type=output_file, help="INT8 ONNX file to write")
+    p.add_argument("--calibration", type=existing_dir, required=True, metavar="DIR",
                    help="images in the eval layout (DIR/head/..., DIR/shank/...)")
     p.add_argument("--profile", required=True, help="profile whose preprocessing the model expects")
-    p.add_argument("--config", type=Path, default=None)
-    p.add_argument("--max-images", type=int, default=200)
+    p.add_argument("--config", type=existing_file, default=None)
+    p.add_argument("--max-images", type=positive_int, default=200, help="calibration images, >= 1 (default 200)")
     p = sub.add_parser("devices", help="list the cameras and serial devices the cell config can reach")
-    p.add_argument("--config", type=Path, default=None, help="cell config (default: the embedded sim cell)")
-    p.add_argument("--cti", type=Path, default=None, help="list the cameras of this GenTL producer instead")
+    p.add_argument("--config", type=existing_file, default=None, help="cell config (default: the embedded sim cell)")
+    p.add_argument("--cti", type=existing_file, default=None, help="list the cameras of this GenTL producer instead")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("bench", help="model latency per view and per part, FP32 and INT8 side by side (JSON)")
     p.add_argument("--profile", default="m8x40-hex", help="profile name or YAML path (default m8x40-hex)")
-    p.add_argument("--config", type=Path, default=None)
-    p.add_argument("--fp32", type=Path, default=None, help="FP32 model to compare (default: beside the INT8 one)")
-    p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--config", type=existing_file, default=None)
+    p.add_argument("--fp32", type=existing_file, default=None,
+                   help="FP32 model to compare (default: beside the INT8 one)")
+    p.add_argument("--rounds", type=positive_int, default=50, help="timed rounds, >= 1 (default 50)")
     return ap
 
 
@@ -82,8 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     # `run` and `sim` set their own format and default level
     configure("auto", args.log_level or "warning")
     module_name, _, func = COMMANDS[args.command].partition(":")
-    return int(getattr(importlib.import_module(module_name), func)(args) or 0)
+    try:
+        return int(getattr(importlib.import_module(module_name), func)(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        return _failed(exc, args.log_level == "debug")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _failed(exc: Exception, debug: bool) -> int:
+    from cellctl.commands.common import report
+    from cellctl.config import ConfigError
+    from cellctl.drivers import CellError
+    from cellctl.text import printable
+
+    if isinstance(exc, ConfigError):  # a command that did not catch its own
+        report(exc)
+        return EXIT_USAGE
+    if debug:
+        traceback.print_exc()
+    if isinstance(exc, CellError):  # raised on purpose: its message is for the user
+        print(f"error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
+        return EXIT_USAGE
+    detail = printable(" ".join(str(exc).split()))[:300]
+    print(f"error: internal error: {type(exc).__name__}: {detail} "
+          "(please report; run with --log-level debug for details)", file=sys.stderr)
+    return EXIT_INTERNAL

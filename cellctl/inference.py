@@ -4,22 +4,73 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from cellctl.drivers import DriverInitError
 
+INPUT = "image"
 OUTPUT = "defect_prob"
+FLOAT = "tensor(float)"
+
+
+def interface_problems(session: Any, input_size_px: int | None) -> list[str]:
+    """What differs between a session's inputs/outputs and what the daemon feeds and reads:
+    one input ``image`` float32 [N, 3, S, S] (S = the profile's input_size_px, N free) and an
+    output ``defect_prob`` float32 [N]. A dimension given as a name is dynamic and accepted."""
+    problems: list[str] = []
+    inputs = session.get_inputs()
+    if [i.name for i in inputs] != [INPUT]:
+        problems.append(f"inputs are {[i.name for i in inputs]}, expected exactly [{INPUT!r}]")
+    else:
+        (image,) = inputs
+        wanted = ["N", 3, input_size_px or "S", input_size_px or "S"]
+        if image.type != FLOAT:
+            problems.append(f"input {INPUT!r} is {image.type}, expected {FLOAT} (float32)")
+        if not _shape_fits(image.shape, [None, 3, input_size_px, input_size_px]):
+            problems.append(f"input {INPUT!r} has shape {image.shape}, expected {wanted}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    out = outputs.get(OUTPUT)
+    if out is None:
+        problems.append(f"no output {OUTPUT!r} (outputs: {list(outputs)})")
+    else:
+        if out.type != FLOAT:
+            problems.append(f"output {OUTPUT!r} is {out.type}, expected {FLOAT} (float32)")
+        if not _shape_fits(out.shape, [None]):
+            problems.append(f"output {OUTPUT!r} has shape {out.shape}, expected [N] (one probability per view)")
+    return problems
+
+
+def _shape_fits(shape: Any, wanted: list[int | None]) -> bool:
+    """``shape`` (ints, or names / None for dynamic axes) can hold ``wanted`` (None: any)."""
+    if shape is None or len(shape) != len(wanted):
+        return False
+    return all(w is None or not isinstance(d, int) or d == w for d, w in zip(shape, wanted, strict=True))
+
+
+def verify_model(path: Path, input_size_px: int | None) -> list[str]:
+    """Problems of loading ``path`` with onnxruntime and running it in the daemon ([] = fine).
+
+    Blocking (builds a session); for `cellctl check` and the preflight of `cellctl run`.
+    """
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [f"onnxruntime cannot load it: {first}"]
+    return interface_problems(session, input_size_px)
 
 
 class OnnxInferencer:
-    """Runs a model whose input is N x 3 x S x S float32 and whose output ``defect_prob`` is N.
+    """Runs a model whose input ``image`` is N x 3 x S x S float32 and whose output
+    ``defect_prob`` is N.
 
     Blocking: call it from an executor thread, never on the event loop.
     """
 
-    def __init__(self, path: Path, sha256: str, threads: int) -> None:
+    def __init__(self, path: Path, sha256: str, threads: int, *, input_size_px: int | None = None) -> None:
         # The bytes that are hashed are the bytes the session is built from: a file swapped
         # between the check and the load cannot slip through.
         model = path.read_bytes()
@@ -33,8 +84,14 @@ class OnnxInferencer:
         options.inter_op_num_threads = 1
         self.path = path
         self.sha256 = sha256
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        try:
+            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise DriverInitError(f"model {path}: onnxruntime cannot load it: {exc}") from exc
+        problems = interface_problems(self._session, input_size_px)
+        if problems:
+            raise DriverInitError(f"model {path}: {'; '.join(problems)}; refusing to run it")
+        self._input = INPUT
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         (probs,) = self._session.run([OUTPUT], {self._input: batch})

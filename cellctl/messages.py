@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from cellctl.text import SafeName
+
 SCHEMA_VERSION: Literal[1] = 1
 
 
@@ -39,6 +41,11 @@ class Message(BaseModel):
 class Ready(Message):
     type: Literal["ready"] = "ready"
     cell_id: str
+    accepted: str | None = Field(
+        default=None,
+        description="part_id of the last part the cell durably accepted (took from the fixture); null if none. "
+        "A part the bridge announced but that is not this one was never taken: announce it again.",
+    )
 
 
 class Heartbeat(Message):
@@ -48,8 +55,8 @@ class Heartbeat(Message):
 
 class PartRequest(Message):
     type: Literal["part"] = "part"
-    part_id: str = Field(min_length=1, max_length=64)
-    profile: str | None = Field(default=None, description="profile name; the cell default if absent")
+    part_id: SafeName  # bounded, no control or bidi characters: it is logged, stored and shown
+    profile: SafeName | None = Field(default=None, description="profile name; the cell default if absent")
 
 
 class Verdict(Message):

@@ -59,9 +59,10 @@ class RobotLink:
             self._ctx.term()
         self._sock = self._ctx = None
 
-    async def request_part(self, timeout_s: float | None = None) -> PartRequest:
-        """Tell the bridge the fixture is free and wait for the next part."""
-        await self._send(Ready(cell_id=self._cell_id))
+    async def request_part(self, accepted: str | None, timeout_s: float | None = None) -> PartRequest:
+        """Tell the bridge the fixture is free (``accepted``: the last part taken from it) and
+        wait for the next part."""
+        await self._send(Ready(cell_id=self._cell_id, accepted=accepted))
         try:
             return await asyncio.wait_for(self._parts.get(), timeout_s)
         except TimeoutError as exc:

@@ -60,19 +60,51 @@ class DeviceUrl:
 
 @dataclass(frozen=True)
 class BackendRegistry:
-    """Maps URL schemes of one device kind to ``"module:Class"`` backends."""
+    """Maps URL schemes of one device kind to ``"module:Class"`` backends and each backend's
+    ``"module:OptionsModel"`` (its URL options as a pydantic model, checked before a start)."""
 
     kind: str
     backends: dict[str, str]
+    options: dict[str, str] = field(default_factory=dict)
 
     def load(self, url: DeviceUrl) -> type[Any]:
-        target = self.backends.get(url.scheme)
+        return self._import(url, self._target(url, self.backends))
+
+    def options_model(self, url: DeviceUrl) -> type[BaseModel] | None:
+        """The backend's options model; None if it declares none (then it takes no options)."""
+        self._target(url, self.backends)  # an unknown scheme is named as such
+        target = self.options.get(url.scheme)
+        return None if target is None else self._import(url, target)
+
+    def verify(self, raw: str) -> DeviceUrl:
+        """Parse ``raw`` and validate its scheme and options without creating the device.
+
+        Raises ValueError (not a URL), DriverUnavailable (unknown scheme, backend not
+        importable) or DriverInitError (bad options), each naming what is allowed.
+        """
+        url = DeviceUrl.parse(raw)
+        model = self.options_model(url)
+        if model is not None:
+            url.options_as(model, self.kind)
+        elif url.options:
+            raise DriverInitError(f"{self.kind} {raw!r}: {url.scheme}:// takes no options")
+        return url
+
+    def create(self, url: str, **kwargs: Any) -> Any:
+        parsed = DeviceUrl.parse(url)
+        return self.load(parsed)(parsed, **kwargs)
+
+    def _target(self, url: DeviceUrl, table: dict[str, str]) -> str:
+        target = table.get(url.scheme)
         if target is None:
             known = ", ".join(f"{s}://" for s in sorted(self.backends))
             raise DriverUnavailable(
                 f"{self.kind}: unknown URL scheme {url.scheme!r} in {url.raw!r}; known: {known}"
             )
-        module_name, _, class_name = target.partition(":")
+        return target
+
+    def _import(self, url: DeviceUrl, target: str) -> Any:
+        module_name, _, name = target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -80,8 +112,4 @@ class BackendRegistry:
                 f"{self.kind}: backend {url.scheme}:// needs module {module_name!r}, which "
                 f"failed to import ({exc}); install it with `pip install cellctl`"
             ) from exc
-        return getattr(module, class_name)
-
-    def create(self, url: str, **kwargs: Any) -> Any:
-        parsed = DeviceUrl.parse(url)
-        return self.load(parsed)(parsed, **kwargs)
+        return getattr(module, name)

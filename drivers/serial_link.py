@@ -3,7 +3,8 @@
 A command is written whole, the answer read up to a terminator with a deadline, and every
 failure becomes a driver error: a silent device a DriverTimeout, a vanished port (USB
 adapter unplugged, emulator gone) a DriverIOError, after which the link is closed and may be
-opened again. ``serial_for_url`` accepts device paths and pyserial URLs (``socket://``,
+opened again. ``shutdown`` returns within its bound even while a transaction waits on a
+silent device: the transaction is aborted at its next read chunk. ``serial_for_url`` accepts device paths and pyserial URLs (``socket://``,
 ``rfc2217://``) alike, so drivers reach TCP serial servers through the same code.
 """
 
@@ -23,7 +24,8 @@ from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.registry import DeviceUrl
 
 T = TypeVar("T")
-READ_CHUNK_S = 0.02
+READ_CHUNK_S = 0.02  # granularity of the read loop; the deadline is what counts
+SHUTDOWN_TIMEOUT_S = 1.0  # an aborted transaction ends within a read chunk; the rest is a loaded host
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
 
 
@@ -42,7 +44,7 @@ def serial_port(url: DeviceUrl, kind: str) -> str:
         raise DriverInitError(
             f"{kind} {url.raw!r}: no port, not serial:///dev/<port> or socket://<host>:<port>"
         )
-    return f"socket://{url.location}" if url.scheme == "socket" else url.location  # granularity of the read loop; the deadline is what counts
+    return f"socket://{url.location}" if url.scheme == "socket" else url.location
 
 
 class SerialLink:
@@ -53,6 +55,7 @@ class SerialLink:
         self._serial: serial.SerialBase | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{name}")
         self._lock = asyncio.Lock()  # one transaction at a time: answers must not interleave
+        self._aborted = False  # set by shutdown(): a transaction in the thread gives up at once
 
     @property
     def is_open(self) -> bool:
@@ -81,9 +84,17 @@ class SerialLink:
                 pass  # the port may already be gone
             self._serial = None
 
-    async def shutdown(self) -> None:
-        await self.close()
-        self._pool.shutdown(wait=True)
+    async def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Close the port and end its thread, within ``timeout_s``; never raises."""
+        if self._aborted:
+            return
+        self._aborted = True
+        try:
+            closing = asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+            await asyncio.wait_for(closing, timeout_s)
+        except TimeoutError:
+            pass  # the thread is stuck in pyserial: it ends when that call returns, unattended
+        self._pool.shutdown(wait=False)  # never join a thread on the event loop
 
     async def transact(self, command: bytes, terminator: bytes, timeout_s: float) -> bytes:
         """Write ``command`` and return the answer up to and including ``terminator``."""
@@ -100,6 +111,8 @@ class SerialLink:
             ser.write(command)
             answer = bytearray()
             while not answer.endswith(terminator):
+                if self._aborted:
+                    raise DriverIOError(f"{self.name}: link shut down during {command!r}")
                 if time.monotonic() >= deadline:
                     raise DriverTimeout(
                         f"{self.name}: no answer to {command!r} within {timeout_s:g} s (got {bytes(answer)!r})"
@@ -114,4 +127,6 @@ class SerialLink:
             raise DriverIOError(f"{self.name}: port {self.port} failed: {exc}") from exc
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._aborted:
+            raise DriverIOError(f"{self.name}: link shut down")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

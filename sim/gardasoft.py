@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cellctl.drivers.lighting import strobe_max_pct
 from cellctl.sim.lighting import NOMINAL_INTENSITY_PCT
 from cellctl.sim.pty_port import PtyPort, run_emulator
 
@@ -68,12 +69,7 @@ def _number(text: str) -> float:
 
 def _strobe_clip(pct: float, width_ms: float) -> float:
     """Highest brightness the overdrive rules allow for this pulse width."""
-    top = min(pct, 300.0)
-    if width_ms > 10.0:
-        top = min(top, 200.0)
-    if width_ms > 50.0:
-        top = min(top, 100.0)
-    return top
+    return min(pct, strobe_max_pct(width_ms))  # the one table of drivers/lighting/_limits.py
 
 
 class GardasoftEmulator:

@@ -7,8 +7,8 @@ under the head along the shank (shank region).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,6 +59,24 @@ class SimPart:
     @property
     def defective(self) -> bool:
         return bool(self.indications)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; ``from_json`` gives an equal part (the fixture channel to a child daemon)."""
+        data = asdict(self)
+        data["geometry"] = self.geometry.model_dump()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SimPart:
+        return cls(
+            part_id=str(data["part_id"]),
+            geometry=SimGeometry.model_validate(data["geometry"]),
+            surface_level=float(data["surface_level"]),
+            indications=tuple(Indication(**{**i, "jitter": tuple(i["jitter"])}) for i in data["indications"]),
+            deposits=tuple(Deposit(**d) for d in data["deposits"]),
+            seed=int(data["seed"]),
+            notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
+        )
 
 
 def sample_part(rng: np.random.Generator, geometry: SimGeometry, part_id: str, defective: bool) -> SimPart:

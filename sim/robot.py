@@ -1,8 +1,19 @@
 """Simulated KUKA robot bridge on real ZeroMQ sockets (ROUTER, bound; the cell connects).
 
-It feeds parts (placing each in the world's fixture, with the configured defect rate),
-acknowledges every verdict by sequence number (deduplicating resends), drops each part in
-the bin the verdict names and counts where each part went against the ground truth.
+It feeds parts (placing each in the fixture, with the configured defect rate), acknowledges
+every verdict by sequence number (deduplicating resends), drops each part in the bin the
+verdict names and counts where each part went against the ground truth.
+
+One part per ``ready``, and a restarted cell is handled as the real robot must: ``ready``
+names the part the cell last durably accepted; if the part still in the fixture is not that
+one, the cell never took it (it died before the accept record) and the same part is announced
+again; otherwise it is taken out and the next one put in. A part is counted once however many
+verdicts name it.
+
+With a fault plan (``sim/faults.py``) the robot places each part together with its planned
+fault, isolates a faulted part (it goes in once every earlier part has its verdict, the next
+one once it has its own) so the fault's effects belong to that part alone, asks for the other
+profile for ``profile-refused`` and signals the daemon for ``sighup`` once the part is announced.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import structlog
@@ -19,12 +31,24 @@ from pydantic import ValidationError
 
 from cellctl.config import SimGeometry
 from cellctl.messages import BRIDGE_BOUND, Ack, Heartbeat, PartRequest, Ready, Verdict, encode
+from cellctl.sim.faults import FaultPlan
 from cellctl.sim.part import SimPart, sample_part
-from cellctl.sim.world import SimWorld
+from cellctl.sim.world import SimClock
 
 log = structlog.get_logger("cellctl.sim.robot")
 
 PICK_AND_PLACE_S = 1.2  # take the inspected part out, put the next one in
+
+
+class CellSide(Protocol):
+    """What the robot does to the cell besides the link: the physical hand-over and, for
+    fault injection, the signals an operator or the plant would send."""
+
+    async def place(self, part: SimPart | None, fault: str | None) -> None:
+        """``part`` is in the fixture now (the cell's cameras see it), ``fault`` planned for it."""
+
+    async def announced(self, part_id: str, fault: str | None) -> None:
+        """The part request for ``part_id`` has been sent."""
 
 
 @dataclass(frozen=True)
@@ -41,17 +65,24 @@ class SimRobot:
     def __init__(
         self,
         endpoint: str,
-        world: SimWorld,
+        cell: CellSide,
+        clock: SimClock,
         geometry: SimGeometry,
         profile: str,
         parts: int,
         defect_rate: float,
         seed: int,
+        *,
+        plan: FaultPlan | None = None,
+        other_profile: str | None = None,
     ) -> None:
         self._endpoint = endpoint
-        self._world = world
+        self._cell = cell
+        self._clock = clock
         self._geometry = geometry
         self._profile = profile
+        self._other_profile = other_profile or profile  # what profile-refused asks for
+        self._plan = plan or FaultPlan()
         self._parts = parts
         self._defect_rate = defect_rate
         self._rng = np.random.default_rng([seed, 4242])
@@ -59,11 +90,18 @@ class SimRobot:
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._feeding: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one ready is answered at a time
+        self._progress = asyncio.Condition()  # notified on every verdict
+        self._in_fixture: PartRequest | None = None  # announced, not yet taken out
+        self._isolating = False  # the part in the fixture carries a fault
         self.fed: dict[str, SimPart] = {}
+        self.faults: dict[str, str] = {}  # part_id -> the fault planned (and armed) for it
         self.sorted: dict[str, Sorted] = {}
         self.bins: Counter[int] = Counter()
         self.malformed = 0
-        self.duplicates = 0
+        self.duplicates = 0  # resends of a verdict already acknowledged
+        self.rejudged = 0  # a second verdict (another seq) for a part already sorted
+        self.reannounced = 0  # parts announced again to a cell that never took them
         self.done = asyncio.Event()
 
     async def start(self) -> None:
@@ -95,7 +133,7 @@ class SimRobot:
                 log.warning("robot.malformed", size=len(raw))
                 continue
             if isinstance(message, Ready):
-                task = asyncio.create_task(self._feed(identity))
+                task = asyncio.create_task(self._on_ready(identity, message))
                 self._feeding.add(task)
                 task.add_done_callback(self._feeding.discard)
             elif isinstance(message, Verdict):
@@ -103,23 +141,57 @@ class SimRobot:
             elif isinstance(message, Heartbeat):
                 await self._sock.send_multipart([identity, encode(Heartbeat(sender="sim-robot"))])
 
+    async def _on_ready(self, identity: bytes, ready: Ready) -> None:
+        async with self._lock:
+            current = self._in_fixture
+            # a cell that predates the ``accepted`` field takes every announced part
+            accepted = getattr(ready, "accepted", current.part_id if current is not None else None)
+            if current is not None and accepted != current.part_id:
+                self.reannounced += 1
+                log.warning("robot.reannounce", part_id=current.part_id, accepted=accepted)
+                await self._send(identity, current)
+                return
+            self._in_fixture = None  # taken out: the verdict says which bin
+            await self._feed(identity)
+
     async def _feed(self, identity: bytes) -> None:
         if len(self.fed) >= self._parts:
             return  # input bin empty
-        part_id = f"P{len(self.fed) + 1:05d}"
+        number = len(self.fed) + 1
+        part_id = f"P{number:05d}"
         part = sample_part(self._rng, self._geometry, part_id, bool(self._rng.random() < self._defect_rate))
+        fault = self._plan.fault_for(number)
+        if fault is not None or self._isolating:
+            await self._quiet()  # a faulted part is alone in the cell
+        self._isolating = fault is not None
         self.fed[part_id] = part
-        self._world.fixture = None  # the inspected part leaves the fixture
-        await self._world.clock.sleep(PICK_AND_PLACE_S)
-        self._world.fixture = part
+        if fault is not None:
+            self.faults[part_id] = fault
+        await self._clock.sleep(PICK_AND_PLACE_S)
+        await self._cell.place(part, fault)
+        profile = self._other_profile if fault == "profile-refused" else self._profile
+        request = PartRequest(part_id=part_id, profile=profile)
+        self._in_fixture = request
+        await self._send(identity, request)
+        await self._cell.announced(part_id, fault)
+
+    async def _quiet(self) -> None:
+        """Until every part fed so far has its verdict."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: all(p in self.sorted for p in self.fed))
+
+    async def _send(self, identity: bytes, request: PartRequest) -> None:
         assert self._sock is not None
-        await self._sock.send_multipart([identity, encode(PartRequest(part_id=part_id, profile=self._profile))])
+        await self._sock.send_multipart([identity, encode(request)])
 
     async def _sort(self, identity: bytes, verdict: Verdict) -> None:
         assert self._sock is not None
         previous = self.sorted.get(verdict.part_id)
         if previous is not None and previous.seq == verdict.seq:
             self.duplicates += 1  # a resend: acknowledge again, sort once
+        elif previous is not None:
+            self.rejudged += 1  # the part is in its bin already: the first verdict moved it
+            log.warning("robot.rejudged", part_id=verdict.part_id, seq=verdict.seq, first_seq=previous.seq)
         elif verdict.part_id in self.fed:
             part = self.fed[verdict.part_id]
             self.sorted[verdict.part_id] = Sorted(
@@ -131,5 +203,7 @@ class SimRobot:
             log.warning("robot.unknown_part", part_id=verdict.part_id, seq=verdict.seq)
         ack = Ack(cell_id=verdict.cell_id, seq=verdict.seq, bin=verdict.bin)
         await self._sock.send_multipart([identity, encode(ack)])
+        async with self._progress:
+            self._progress.notify_all()
         if len(self.sorted) >= self._parts:
             self.done.set()

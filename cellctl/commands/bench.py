@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from cellctl.commands.common import find_profile, report
 from cellctl.config import ConfigError, file_sha256
+from cellctl.drivers import DriverInitError
 from cellctl.inference import OnnxInferencer
 from cellctl.machine import describe
 
@@ -27,7 +29,8 @@ def _stats(samples_s: list[float]) -> dict[str, float]:
 
 
 def bench(models: dict[str, Path], views: int, size: int, rounds: int, threads: int) -> dict[str, object]:
-    sessions = {name: OnnxInferencer(path, file_sha256(path), threads) for name, path in models.items()}
+    sessions = {name: OnnxInferencer(path, file_sha256(path), threads, input_size_px=size)
+                for name, path in models.items()}
     rng = np.random.default_rng(0)
     one = rng.random((1, 3, size, size), dtype=np.float32)
     part = rng.random((views, 3, size, size), dtype=np.float32)
@@ -63,8 +66,19 @@ def main(args: argparse.Namespace) -> int:
         return 2
     models = {"int8": rp.model_path}
     fp32 = args.fp32 or rp.model_path.with_name(rp.model_path.name.replace("int8", "fp32"))
-    if fp32.is_file() and fp32 != rp.model_path:
+    if fp32.resolve() == rp.model_path.resolve():
+        print(f"error: --fp32 {fp32} is the profile's own model; name the FP32 model to compare", file=sys.stderr)
+        return 2
+    if fp32.is_file():
         models = {"fp32": fp32, "int8": rp.model_path}
+    else:  # only the default can be missing (argparse checked --fp32): say so, do not drop it silently
+        print(f"note: no FP32 model {fp32} beside the profile's model; timing INT8 only "
+              "(pass --fp32 FILE to compare)", file=sys.stderr)
     size = rp.profile.preprocess.input_size_px
-    print(json.dumps(bench(models, len(rp.views), size, args.rounds, cell.inference_threads)))
+    try:
+        result = bench(models, len(rp.views), size, args.rounds, cell.inference_threads)
+    except (DriverInitError, OSError) as exc:  # a model that cannot run: the comparison fails loudly
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
     return 0

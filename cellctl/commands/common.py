@@ -1,4 +1,4 @@
-"""Helpers shared by commands: the embedded default config and profile lookup."""
+"""Helpers shared by commands: the embedded default config, profile lookup, error lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-from cellctl.config import CellConfig, ConfigError, ResolvedProfile, cell_relative, load_cell, resolve_profile
+from cellctl.config import (
+    CellConfig,
+    ConfigError,
+    Problem,
+    ResolvedProfile,
+    cell_relative,
+    load_cell,
+    resolve_profile,
+)
+from cellctl.config.resolve import profile_name_problem
+from cellctl.text import printable
 
 EMBEDDED_CONFIG = "cell-sim.yaml"
 
@@ -19,12 +29,19 @@ def embedded_config() -> Path:
 def find_profile(
     name: str, config_path: Path | None, *, verify_model: bool = True
 ) -> tuple[ResolvedProfile, CellConfig, Path]:
-    """A profile by name (in the config's profiles_dir) or by YAML path."""
+    """A profile by name (in the config's profiles_dir) or by YAML path; ConfigError if none."""
     config_path = config_path or embedded_config()
     cell = load_cell(config_path)
     candidate = Path(name)
     if candidate.suffix not in (".yaml", ".yml"):
-        candidate = cell_relative(config_path, cell.profiles_dir) / f"{name}.yaml"
+        problem = profile_name_problem(name)
+        folder = cell_relative(config_path, cell.profiles_dir)
+        candidate = folder / f"{name}.yaml"
+        if problem is not None or not candidate.is_file():
+            have = sorted(p.stem for p in folder.glob("*.yaml") if p.resolve() != config_path.resolve())
+            why = f"is no profile name: {problem}" if problem else f"is not in {folder}"
+            message = f"{printable(name)!r} {why} (have: {', '.join(have) or 'none'})"
+            raise ConfigError([Problem("--profile", 0, "", message)])
     return resolve_profile(candidate, cell, verify_model=verify_model), cell, config_path
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from cellctl.commands.common import embedded_config
-from cellctl.config import CellConfig, load_cell
+from cellctl.commands.common import report as report_problems
+from cellctl.config import CellConfig, ConfigError, read_yaml, validate
+from cellctl.config.preflight import verify_devices
 from cellctl.drivers import CellError, DeviceUrl
 from cellctl.drivers.camera import FRAME_CAMERAS, LINE_CAMERAS
 from cellctl.drivers.lighting import LIGHTS
@@ -35,20 +38,31 @@ async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:
         entry["state"] = "emulated"  # started by `cellctl sim` on a pty; nothing to reach here
         return entry
     if parsed.scheme == "gentl":
-        cameras = await list_producer(parsed.location)
+        try:
+            cameras = await list_producer(parsed.location)
+        except Exception as exc:  # noqa: BLE001 - harvesters / genicam raise their own types for a bad producer
+            entry["state"] = f"error: cannot load producer {parsed.location}: {' '.join(str(exc).split())}"
+            return entry
         wanted = parsed.options.get("serial"), parsed.options.get("user_name")
         entry["cameras"] = cameras
-        entry["matched"] = [c for c in cameras if c["serial"] == wanted[0] or (wanted[1] and c["user_name"] == wanted[1])]
+        entry["matched"] = [
+            c for c in cameras if c["serial"] == wanted[0] or (wanted[1] and c["user_name"] == wanted[1])
+        ]
         entry["state"] = "found" if len(entry["matched"]) == 1 else "not found"
         return entry
     try:
         device = REGISTRIES[name].create(url, context={})
-        await asyncio.wait_for(device.connect(timeout_s), timeout_s)
-        entry["identity"] = getattr(device, "identity", None) or ("simulated" if parsed.scheme == "sim" else None)
-        entry["state"] = "connected"
-        await device.close()
-    except (CellError, TimeoutError, OSError) as exc:
+    except CellError as exc:
         entry["state"] = f"error: {exc}"
+        return entry
+    try:
+        await device.connect(timeout_s)  # the driver owns the deadline
+        entry["identity"] = device.health().get("identity")
+        entry["state"] = "connected"
+    except CellError as exc:
+        entry["state"] = f"error: {exc}"
+    finally:
+        await device.close()  # bounded by the driver, never raises
     return entry
 
 
@@ -61,9 +75,23 @@ async def survey(cell: CellConfig) -> list[dict[str, Any]]:
 
 def main(args: argparse.Namespace) -> int:
     if args.cti is not None:
-        report: Any = {"producer": str(args.cti), "cameras": asyncio.run(list_producer(str(args.cti)))}
+        try:
+            report: Any = {"producer": str(args.cti), "cameras": asyncio.run(list_producer(str(args.cti)))}
+        except Exception as exc:  # noqa: BLE001 - harvesters / genicam raise their own types for a bad producer
+            print(f"error: cannot load GenTL producer {args.cti}: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
     else:
-        report = asyncio.run(survey(load_cell(args.config or embedded_config())))
+        config = args.config or embedded_config()
+        try:  # the URLs must name known backends with valid options before anything connects
+            data = read_yaml(config)
+            cell = validate(CellConfig, data, config)
+            problems = verify_devices(config, data, cell, allow_emulated=True)
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            report_problems(exc)
+            return 2
+        report = asyncio.run(survey(cell))
     if args.json:
         print(json.dumps(report))
         return 0

@@ -8,6 +8,7 @@ import sys
 
 from cellctl.commands.common import find_profile, report
 from cellctl.config import ConfigError, file_sha256
+from cellctl.drivers import DriverInitError
 from cellctl.evaluation import evaluate
 from cellctl.inference import OnnxInferencer
 
@@ -19,11 +20,12 @@ def main(args: argparse.Namespace) -> int:
         report(exc)
         return 2
     model = args.model or rp.model_path
-    sha = file_sha256(model) if args.model else rp.profile.model.sha256
-    inferencer = OnnxInferencer(model, sha, cell.inference_threads)
     try:
+        sha = file_sha256(model) if args.model else rp.profile.model.sha256
+        inferencer = OnnxInferencer(model, sha, cell.inference_threads,
+                                    input_size_px=rp.profile.preprocess.input_size_px)
         result = evaluate(rp, inferencer.infer, args.dir)
-    except FileNotFoundError as exc:
+    except (DriverInitError, OSError) as exc:  # a model it cannot run, no images, unreadable files
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["model"] = {"path": str(model), "sha256": sha}

@@ -11,6 +11,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -58,14 +59,52 @@ def quantize(rp: ResolvedProfile, fp32: Path, out: Path, calibration: Path, max_
     return file_sha256(out)
 
 
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                           "ConvInteger"})
+INT8_TYPES = frozenset({2, 3})  # onnx.TensorProto.UINT8, INT8
+
+
+def quantized_already(model: Any) -> str | None:
+    """Why an ONNX model is already quantized (its first Q/DQ node or int8 weight), or None."""
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear"):
+            return f"it has {node.op_type} nodes"
+    for init in model.graph.initializer:
+        if init.data_type in INT8_TYPES:
+            return f"its weight {init.name!r} is 8-bit"
+    return None
+
+
+def check_input(path: Path, out: Path) -> str | None:
+    """Why ``path`` cannot be quantized into ``out`` (None if it can)."""
+    import onnx
+
+    if path.resolve() == out.resolve():
+        return f"the output {out} is the input model; write the INT8 model to another file"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types for a file that is no model
+        return f"{path} is not an ONNX model: {' '.join(str(exc).split())[:200]}"
+    if not model.graph.input:
+        return f"{path} has no inputs"
+    reason = quantized_already(model)
+    if reason is not None:
+        return f"{path} is already quantized ({reason}); quantize the FP32 model instead"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         rp, _, _ = find_profile(args.profile, args.config, verify_model=False)
+        refused = check_input(args.model, args.output)
+        if refused is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
         sha = quantize(rp, args.model, args.output, args.calibration, args.max_images)
     except ConfigError as exc:
         report(exc)
         return 2
-    except FileNotFoundError as exc:
+    except OSError as exc:  # no calibration images, unreadable files, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output} (sha256 {sha}); put this sha256 in the profile's model.sha256")

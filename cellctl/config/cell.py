@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from cellctl.drivers import DeviceUrl, SettingsModel
+from cellctl.text import SafeName, SafePath
 
 
 class DeviceSettings(SettingsModel):
-    url: str = Field(description="backend URL, e.g. sim://")
+    url: SafePath = Field(description="backend URL, e.g. sim://; scheme and options are checked by preflight")
 
     @field_validator("url")
     @classmethod
@@ -33,7 +34,7 @@ class Devices(SettingsModel):
 
 
 class RobotLink(SettingsModel):
-    endpoint: str = Field(
+    endpoint: SafePath = Field(
         default="tcp://127.0.0.1:5560",
         pattern=r"^(tcp|ipc)://",
         description="ZeroMQ endpoint of the robot bridge (the bridge binds, the cell connects)",
@@ -48,7 +49,9 @@ class RobotLink(SettingsModel):
 class Timeouts(SettingsModel):
     """Every step of the cycle has its own limit; a step over it makes the part RECHECK."""
 
-    connect_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    connect_s: float = Field(default=10.0, gt=0.0, le=300.0, description="connecting and starting each device")
+    configure_s: float = Field(default=5.0, gt=0.0, le=120.0, description="applying a profile to each device")
+    home_s: float = Field(default=10.0, gt=0.0, le=120.0, description="homing the turntable")
     light_s: float = Field(default=1.0, gt=0.0, le=60.0)
     move_s: float = Field(default=5.0, gt=0.0, le=120.0, description="one head-position move")
     frame_s: float = Field(default=2.0, gt=0.0, le=60.0, description="one head frame")
@@ -57,16 +60,16 @@ class Timeouts(SettingsModel):
 
 
 class Storage(SettingsModel):
-    records_db: str = Field(
+    records_db: SafePath = Field(
         default="/var/lib/cellctl/records.db", description="SQLite file, relative to the config file"
     )
 
 
 class CellConfig(SettingsModel):
     schema_version: Literal[1] = 1
-    cell_id: str = Field(default="cell-01", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    profiles_dir: str = Field(default=".", description="folder of part profiles, relative to the config file")
-    default_profile: str = Field(default="m8x40-hex", description="profile used when a request names none")
+    cell_id: Annotated[SafeName, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "cell-01"
+    profiles_dir: SafePath = Field(default=".", description="folder of part profiles, relative to the config file")
+    default_profile: SafeName = Field(default="m8x40-hex", description="profile used when a request names none")
     devices: Devices = Field(default_factory=Devices)
     robot: RobotLink = Field(default_factory=RobotLink)
     timeouts: Timeouts = Field(default_factory=Timeouts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -10,6 +11,7 @@ from cellctl.drivers import SettingsModel
 from cellctl.drivers.camera import FrameCameraSettings, LineScanSettings
 from cellctl.drivers.lighting import LightingSettings
 from cellctl.drivers.stage import MotionSettings
+from cellctl.text import SafeName, SafePath, SafeText
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -42,7 +44,7 @@ class PreprocessSettings(SettingsModel):
 
 
 class ModelSettings(SettingsModel):
-    path: str = Field(description="ONNX file, relative to the profile file")
+    path: SafePath = Field(description="ONNX file, relative to the profile file")
     sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the ONNX file, lower-case hex")
 
 
@@ -88,8 +90,8 @@ class SimGeometry(SettingsModel):
 
 class PartProfile(SettingsModel):
     schema_version: Literal[1] = 1
-    part_number: str = Field(min_length=1, max_length=64)
-    description: str = Field(default="", max_length=200)
+    part_number: SafeName
+    description: SafeText = ""
     head_positions_deg: list[float] = Field(
         default_factory=lambda: [0.0, 90.0, 180.0, 270.0],
         min_length=1,
@@ -110,7 +112,7 @@ class PartProfile(SettingsModel):
     def verify_positions(cls, value: list[float]) -> list[float]:
         if any(not 0.0 <= a < 360.0 for a in value):
             raise ValueError("every angle must be in [0, 360)")
-        if any(b <= a for a, b in zip(value, value[1:])):
+        if any(b <= a for a, b in itertools.pairwise(value)):
             raise ValueError("angles must be strictly ascending")
         return value
 

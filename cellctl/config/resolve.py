@@ -10,10 +10,12 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cellctl.config.cell import CellConfig
 from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
 from cellctl.config.profile import PartProfile
+from cellctl.text import NAME_MAX, unsafe_character
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,18 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
     def problem(field: str, message: str) -> None:
         problems.append(Problem(str(path), line_of(data, field), field, message))
 
+    name_problem = profile_name_problem(path.stem)
+    if name_problem is not None:  # the file name is the profile name the robot sends
+        problems.append(Problem(str(path), 0, "", f"profile name (the file name) {name_problem}"))
     model_path = (path.parent / profile.model.path).resolve()
     if verify_model:
-        if not model_path.is_file():
-            problem("model.path", f"no such file: {model_path}")
-        elif (actual := file_sha256(model_path)) != profile.model.sha256:
-            problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
+        try:
+            if not model_path.is_file():
+                problem("model.path", f"no such file: {model_path}")
+            elif (actual := file_sha256(model_path)) != profile.model.sha256:
+                problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
+        except OSError as exc:  # a name too long, a folder we may not read
+            problem("model.path", f"cannot read {model_path}: {exc.strerror or exc}")
     if cell is not None:
         line = profile.line_scan
         counts = cell.devices.stage.encoder_counts_per_rev
@@ -114,20 +122,31 @@ def cell_relative(config_path: Path, value: str) -> Path:
 
 
 def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProfile]:
-    """Every profile in the cell's profile folder, by name; any error fails the whole set."""
+    """Every profile in the cell's profile folder, by name; any error fails the whole set.
+
+    Each ``*.yaml`` there is read: a profile is resolved, another cell config is skipped, and
+    a file that is no YAML at all (Latin-1, binary) is a problem, since it may be a profile
+    that an editor saved wrongly.
+    """
     folder = cell_relative(config_path, cell.profiles_dir)
     problems: list[Problem] = []
     profiles: dict[str, ResolvedProfile] = {}
+    if not folder.is_dir():
+        problems.append(Problem(str(config_path), _config_line(config_path, "profiles_dir"), "profiles_dir",
+                                f"no such folder: {folder}"))
+        raise ConfigError(problems)
     for path in sorted(folder.glob("*.yaml")):
-        if path.resolve() == config_path.resolve() or not is_profile_file(path):
+        if path.resolve() == config_path.resolve():
             continue
         try:
+            if document_kind(read_yaml(path)) != "profile":
+                continue
             profiles[path.stem] = resolve_profile(path, cell)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if cell.default_profile not in profiles and not problems:
         problems.append(
-            Problem(str(config_path), line_of(read_yaml(config_path), "default_profile"), "default_profile",
+            Problem(str(config_path), _config_line(config_path, "default_profile"), "default_profile",
                     f"no profile {cell.default_profile!r} in {folder} (have: {', '.join(profiles) or 'none'})")
         )
     if problems:
@@ -135,10 +154,36 @@ def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProf
     return profiles
 
 
-def is_profile_file(path: Path) -> bool:
-    """Profiles are told from cell configs by their ``part_number`` field."""
+def _config_line(config_path: Path, field: str) -> int:
     try:
-        head = path.read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return any(line.startswith("part_number:") for line in head.splitlines())
+        return line_of(read_yaml(config_path), field)
+    except ConfigError:
+        return 0
+
+
+def profile_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a profile name (it travels in verdicts and records), or None."""
+    if not 1 <= len(name) <= NAME_MAX:
+        return f"must be 1-{NAME_MAX} characters long (is {len(name)})"
+    return unsafe_character(name)
+
+
+# Keys that only one of the two kinds of file has; a file is told by which it has more of,
+# so a profile missing part_number is still validated as a profile and says so.
+PROFILE_KEYS = frozenset({"part_number", "model", "preprocess", "geometry", "head_positions_deg", "line_scan",
+                          "frame_camera", "lighting", "motion", "decision"})
+CELL_KEYS = frozenset({"cell_id", "devices", "robot", "profiles_dir", "default_profile", "storage", "timeouts",
+                       "inference_threads", "log_format"})
+
+
+def document_kind(data: Any) -> str:
+    """``"profile"`` or ``"cell"`` by the top-level keys of parsed YAML (a cell config if unsure)."""
+    if not isinstance(data, dict):
+        return "cell"
+    keys = {k for k in data if isinstance(k, str)}
+    return "profile" if len(keys & PROFILE_KEYS) > len(keys & CELL_KEYS) else "cell"
+
+
+def is_profile_file(path: Path) -> bool:
+    """Whether ``path`` holds a part profile; raises ConfigError if it is no readable YAML."""
+    return document_kind(read_yaml(path)) == "profile"

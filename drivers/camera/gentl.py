@@ -16,29 +16,47 @@ every harvesters call on the producer's own thread. Frames are copied out of the
 before it is queued back (the producer overwrites it) and interpreted by the pixel format
 the buffer reports. Incomplete buffers are dropped by harvesters and show as timeouts. There
 is no disconnect event: a supervisor rebuilds the acquirer after a fetch error or a missed
-frame, backing off up to ``rebuild_s``; ``state`` reports where the camera is.
+frame, backing off up to ``rebuild_s``; ``health()`` reports where the camera is.
+
+Deadlines: every call with ``timeout_s`` ends within it; a producer call still running then
+is abandoned to the producer thread (the next call queues behind it), and library errors
+become DriverIOError. close() is bounded by ``CLOSE_TIMEOUT_S`` even if the device is gone.
+A grab that times out while a software trigger is unanswered (or, free-running or on a
+hardware trigger, any grab that times out) counts as missed and has the camera rebuilt; a
+grab with nothing triggered is only a DriverTimeout.
+
+Strips (line scan): without an index input, FrameStart is set to Software and begin_strip()
+flushes queued strips and fires it, so the strip starts where the turntable is; with an index
+input, or a producer without a software FrameStart, begin_strip() only flushes. A strip being
+transferred at that moment (started before) can still arrive: the caller skips it by its
+timestamp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import structlog
 from pydantic import Field, model_validator
 
-from cellctl.drivers.camera._features import apply_plan, frame_camera_plan, line_scan_plan
+from cellctl.drivers.camera._features import apply_plan, frame_camera_plan, line_scan_plan, software_frame_start
 from cellctl.drivers.camera._frame import Frame
 from cellctl.drivers.camera._settings import FrameCameraSettings, LineScanSettings
-from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
+from cellctl.drivers.errors import CellError, DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.registry import DeviceUrl
 from cellctl.drivers.settings import SettingsModel
 
 log = structlog.get_logger("cellctl.drivers.camera.gentl")
+
+CLOSE_TIMEOUT_S = 3.0  # close(): stop, destroy, unload; a GigE camera that is gone takes ~1 s
+RELEASE_MIN_S = 0.5  # unloading the producer gets at least this, even after a slow close
 
 # GenTL DEVICE_ACCESS_STATUS
 _ACCESS = {0: "unknown", 1: "readwrite", 2: "readonly", 3: "noaccess", 4: "busy", 5: "open-readwrite",
@@ -96,11 +114,16 @@ class ProducerHost:
             self.harvester.reset()
             self.harvester = None
 
-    async def release(self) -> None:
+    async def release(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """One user less; the last one unloads the producer (bounded, never raises)."""
         self.users -= 1
-        if self.users <= 0:
-            await self.run(self.reset)
-            self._pool.shutdown(wait=True)
+        if self.users > 0:
+            return
+        try:
+            await asyncio.wait_for(self.run(self.reset), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - unloading a producer whose device is gone
+            log.warning("camera.producer_unload_failed", cti=self.cti, error=str(exc) or type(exc).__name__)
+        self._pool.shutdown(wait=False)  # never join the producer thread on the event loop
 
 
 async def list_devices(cti: str) -> list[dict[str, Any]]:
@@ -142,28 +165,52 @@ class _GenTLCamera:
         self._options = url.options_as(GenTLOptions, self.kind)
         self._host: ProducerHost = context.setdefault(f"gentl:{url.location}", ProducerHost(url.location))
         self._host.users += 1
-        self._host_released = False
+        self._closed = False
         self.name = self._options.serial or self._options.user_name or "?"
         self._ia: Any = None
         self._plan: list[Any] = []
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._stop_fetch = threading.Event()
+        self._flush_request = threading.Event()
+        self._flushed: asyncio.Future[None] | None = None
         self._fetcher: threading.Thread | None = None
         self._trouble = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._acquiring = False
+        self._soft_trigger = False  # frames come on our software trigger (else: free-run / a line)
+        self._unanswered = 0  # software triggers fired that no frame has answered yet
         self.state = "closed"
         self.frames = 0
         self.incomplete = 0
         self.missed = 0
         self.rebuilds = 0
 
+    def health(self) -> dict[str, Any]:
+        return {"state": self.state, "frames": self.frames, "incomplete": self.incomplete,
+                "missed": self.missed, "rebuilds": self.rebuilds}
+
+    @contextlib.asynccontextmanager
+    async def _step(self, what: str, timeout_s: float, connected: bool = True) -> AsyncIterator[None]:
+        """One public operation within ``timeout_s``; anything the library raises becomes a
+        DriverIOError, the deadline a DriverTimeout."""
+        if self._closed:
+            raise DriverIOError(f"{self.kind} {self.name}: closed")
+        if connected and self._ia is None and self.state != "rebuilding":
+            raise DriverIOError(f"{self.kind} {self.name}: not connected (call connect() first)")
+        try:
+            async with asyncio.timeout(timeout_s):
+                yield
+        except CellError:
+            raise
+        except TimeoutError as exc:
+            raise DriverTimeout(f"{self.kind} {self.name}: {what} not done within {timeout_s:g} s") from exc
+        except Exception as exc:  # noqa: BLE001 - genicam/harvesters errors, named and wrapped
+            raise DriverIOError(f"{self.kind} {self.name}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
     # ---------------------------------------------------------------- lifecycle
     async def connect(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self._host.run(self._create), timeout_s)
-        except TimeoutError as exc:
-            raise DriverTimeout(f"{self.kind} {self.name}: producer {self._host.cti} did not answer") from exc
+        async with self._step(f"connect (producer {self._host.cti})", timeout_s, connected=False):
+            await self._host.run(self._create)
         self.state = "connected"
 
     def _create(self) -> None:
@@ -183,21 +230,33 @@ class _GenTLCamera:
         # some producers need more buffers than asked for (TLSimu: at least 5)
         self._ia.num_buffers = max(self._options.num_buffers, self._ia.min_num_buffers)
 
-    async def _configure(self, plan: list[Any]) -> None:
-        self._plan = plan
-        restart = self._acquiring
-        if restart:  # transport parameters are locked while acquiring
-            await self._stop_acquisition()
-        skipped = await self._host.run(self._apply)
-        if skipped:
-            log.warning("camera.features_skipped", camera=self.name, features=skipped)
-        if restart:
-            await self.start()
+    async def _configure(self, plan: list[Any], timeout_s: float) -> list[str]:
+        async with self._step("configure", timeout_s):
+            self._plan = plan
+            restart = self._acquiring
+            if restart:  # transport parameters are locked while acquiring: stop, apply, restart
+                await self._stop_acquisition()
+            skipped: list[str] = await self._host.run(self._apply)
+            if skipped:
+                log.warning("camera.features_skipped", camera=self.name, features=skipped)
+            self._soft_trigger = await self._host.run(self._software_triggered, skipped)
+            if restart:
+                self._drop_frames()  # taken with the settings that were just replaced
+                await self._start()
+            return skipped
 
     def _apply(self) -> list[str]:
         return apply_plan(self._ia.remote_device.node_map, self._plan, self.name, self._options.strict)
 
-    async def start(self) -> None:
+    def _software_triggered(self, skipped: list[str]) -> bool:
+        raise NotImplementedError
+
+    async def start(self, timeout_s: float) -> None:
+        async with self._step("start", timeout_s):
+            if not self._acquiring:
+                await self._start()
+
+    async def _start(self) -> None:
         await self._host.run(self._ia.start)
         self._stop_fetch.clear()
         loop = asyncio.get_running_loop()
@@ -213,25 +272,37 @@ class _GenTLCamera:
         self._acquiring = False
         self._stop_fetch.set()
         if self._fetcher is not None:
-            await asyncio.to_thread(self._fetcher.join, 5.0)
+            await asyncio.to_thread(self._fetcher.join, self._options.poll_s + 1.0)
             self._fetcher = None
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)  # no fetch thread left to answer: nothing to flush there
+        self._flush_request.clear()
+        self._unanswered = 0
         if self._ia is not None:
             await self._host.run(self._safe, self._ia.stop)
 
     async def close(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-            self._supervisor = None
-        if self._host_released:
+        if self._closed:
             return
-        await self._stop_acquisition()
-        if self._ia is not None:
-            await self._host.run(self._safe, self._ia.destroy)
-            self._ia = None
+        self._closed = True
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if self._supervisor is not None:
+                    self._supervisor.cancel()
+                    await asyncio.gather(self._supervisor, return_exceptions=True)
+                await self._stop_acquisition()
+                if self._ia is not None:
+                    await self._host.run(self._safe, self._ia.destroy)
+        except Exception as exc:  # noqa: BLE001 - close never raises: the device may be gone
+            log.warning("camera.close_incomplete", camera=self.name, error=str(exc) or type(exc).__name__)
+        self._supervisor = None
+        self._stop_fetch.set()  # a fetch thread left behind by a timeout still ends
+        self._ia = None
+        self._drop_frames()
         self.state = "closed"
-        self._host_released = True
-        await self._host.release()  # the last camera of a producer unloads it
+        # the last camera of a producer unloads it
+        await self._host.release(max(CLOSE_TIMEOUT_S - (time.monotonic() - started), RELEASE_MIN_S))
 
     @staticmethod
     def _safe(fn: Any) -> None:
@@ -244,6 +315,11 @@ class _GenTLCamera:
     def _fetch_loop(self, ia: Any, loop: asyncio.AbstractEventLoop) -> None:
         frame_id = 0
         while not self._stop_fetch.is_set():
+            if self._flush_request.is_set():
+                self._flush_request.clear()
+                self._discard_fetched(ia)
+                loop.call_soon_threadsafe(self._flush_done)
+                continue
             try:
                 buf = ia.try_fetch(timeout=self._options.poll_s)
             except Exception as exc:  # noqa: BLE001 - any fetch failure means the device is gone
@@ -259,8 +335,36 @@ class _GenTLCamera:
                 buf.queue()
             loop.call_soon_threadsafe(self._deliver, frame)
 
+    @staticmethod
+    def _discard_fetched(ia: Any) -> None:
+        """Give back every buffer the producer has filled; they belong to no one now."""
+        while (buf := ia.try_fetch(timeout=0.001)) is not None:
+            buf.queue()
+
+    def _flush_done(self) -> None:
+        # runs after every frame the fetch thread delivered before it: those go too
+        self._drop_frames()
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)
+
+    async def _flush(self) -> None:
+        """Drop the strips or frames queued here and in the producer."""
+        if self._fetcher is not None and self._fetcher.is_alive():
+            self._flushed = asyncio.get_running_loop().create_future()
+            self._flush_request.set()
+            await self._flushed
+        self._drop_frames()
+
+    def _drop_frames(self) -> None:
+        while not self._frames.empty():
+            self._frames.get_nowait()
+        self._unanswered = 0
+
     def _deliver(self, frame: Frame) -> None:
+        if self._closed:
+            return
         self.frames += 1
+        self._unanswered = max(self._unanswered - 1, 0)
         self.incomplete += not frame.complete  # short or unknown buffers; harvesters drops
         self._frames.put_nowait(frame)  # the incomplete ones it sees, and those count in missed
 
@@ -270,23 +374,32 @@ class _GenTLCamera:
         self._trouble.set()
 
     async def grab(self, timeout_s: float) -> Frame:
+        if self._closed:
+            raise DriverIOError(f"{self.kind} {self.name}: closed")
+        if not self._acquiring and self.state in ("connected", "closed"):
+            raise DriverIOError(f"{self.kind} {self.name}: not acquiring (call start() first)")
         try:
             return await asyncio.wait_for(self._frames.get(), timeout_s)
         except TimeoutError as exc:
-            self.missed += 1
-            if self.state == "acquiring":
-                self._report("silent", f"no frame within {timeout_s:g} s")
-            raise DriverTimeout(f"{self.kind} {self.name}: no frame within {timeout_s:g} s ({self.state})") from exc
+            expected = self._unanswered > 0 or not self._soft_trigger
+            if expected:
+                self.missed += 1
+                if self.state == "acquiring":
+                    self._report("silent", f"no frame within {timeout_s:g} s")
+            why = self.state if expected else "nothing triggered"
+            raise DriverTimeout(f"{self.kind} {self.name}: no frame within {timeout_s:g} s ({why})") from exc
 
-    async def trigger(self) -> None:
+    def _acquiring_or_fail(self, what: str) -> None:
+        if self._closed:
+            raise DriverIOError(f"{self.kind} {self.name}: closed")
         if self.state != "acquiring":
-            raise DriverIOError(f"{self.kind} {self.name}: cannot trigger, camera is {self.state}")
-        await self._host.run(self._software_trigger)
+            raise DriverIOError(f"{self.kind} {self.name}: cannot {what}, camera is {self.state}")
 
-    def _software_trigger(self) -> None:
+    def _fire(self, frame_start: bool) -> None:
         node_map = self._ia.remote_device.node_map
-        if node_map.has_node("TriggerSoftware"):
-            node_map.TriggerSoftware.execute()
+        if frame_start and node_map.has_node("TriggerSelector"):
+            node_map.TriggerSelector.value = "FrameStart"  # TriggerSoftware fires the selected trigger
+        node_map.TriggerSoftware.execute()
 
     # ---------------------------------------------------------------- supervision
     async def _supervise(self) -> None:
@@ -312,28 +425,61 @@ class _GenTLCamera:
             self._ia = None
         await self._host.run(self._create)
         await self._host.run(self._apply)
-        while not self._frames.empty():  # frames of the lost acquirer belong to nobody
-            self._frames.get_nowait()
-        await self.start()
+        self._drop_frames()  # frames of the lost acquirer belong to nobody
+        await self._start()
         self.rebuilds += 1
         log.info("camera.rebuilt", camera=self.name, rebuilds=self.rebuilds)
 
 
 class GenTLFrameCamera(_GenTLCamera):
+    """Genie Nano: FrameStart from software (trigger() fires it) or from Line1 (trigger() is
+    then a no-op: the hardware line triggers)."""
+
     kind = "frame camera"
 
-    async def configure(self, settings: FrameCameraSettings) -> None:
-        await self._configure(frame_camera_plan(settings))
+    def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
+        super().__init__(url, context)
+        self._line_triggered = False
+
+    async def configure(self, settings: FrameCameraSettings, timeout_s: float) -> None:
+        self._line_triggered = settings.trigger_source != "Software"
+        await self._configure(frame_camera_plan(settings), timeout_s)
+
+    def _software_triggered(self, skipped: list[str]) -> bool:
+        node_map = self._ia.remote_device.node_map
+        return not self._line_triggered and node_map.has_node("TriggerSoftware") and not any(
+            name.startswith(("TriggerMode", "TriggerSource")) for name in skipped)
+
+    async def trigger(self, timeout_s: float) -> None:
+        self._acquiring_or_fail("trigger")
+        if self._line_triggered:
+            return  # FrameStart comes from Line1
+        async with self._step("trigger", timeout_s):
+            if self._soft_trigger:
+                await self._host.run(self._fire, False)
+                self._unanswered += 1
 
 
 class GenTLLineScanCamera(_GenTLCamera):
+    """Linea: strips of ``lines_per_revolution`` lines, each started by begin_strip()."""
+
     kind = "line-scan camera"
 
-    async def configure(self, settings: LineScanSettings) -> None:
-        await self._configure(line_scan_plan(settings))
+    async def configure(self, settings: LineScanSettings, timeout_s: float) -> None:
+        await self._configure(line_scan_plan(settings), timeout_s)
 
-    async def begin_strip(self) -> None:
-        # An AcquisitionStop/Start would drop a partial frame but costs the lock cycle the
-        # producers leak on; frames are aligned by the revolution and stale ones are skipped
-        # by their timestamp in the cycle.
-        return None
+    def _software_triggered(self, skipped: list[str]) -> bool:
+        node_map = self._ia.remote_device.node_map
+        return node_map.has_node("TriggerSoftware") and software_frame_start(self._plan, skipped)
+
+    async def begin_strip(self, timeout_s: float) -> None:
+        # AcquisitionStop/Start would drop a partial strip too, but costs the lock cycle the
+        # producers leak on; a FrameStart while a strip is being taken does not cut it short
+        # on every camera, so a caller that aborted a part mid-revolution still checks the
+        # strip's timestamp.
+        self._acquiring_or_fail("begin a strip")
+        async with self._step("begin_strip", timeout_s):
+            await self._flush()
+            if self._soft_trigger:
+                await self._host.run(self._fire, True)
+                self._unanswered = 1

@@ -4,10 +4,17 @@ Backends: ``sim://`` (in-process, cellctl.sim) and ``serial://`` / ``socket://``
 RT-series text protocol, drivers/lighting/gardasoft.py).
 """
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
+from cellctl.drivers.lighting._limits import (
+    CONTINUOUS_MAX_PCT,
+    LIMITS_TEXT,
+    STROBE_LIMITS,
+    overdrive_problem,
+    strobe_max_pct,
+)
 from cellctl.drivers.registry import BackendRegistry
 from cellctl.drivers.settings import SettingsModel
 
@@ -24,23 +31,28 @@ class LightingSettings(SettingsModel):
 
     @model_validator(mode="after")
     def verify_overdrive(self) -> "LightingSettings":
-        # Overdrive above 100 % is only safe for short pulses: the controller would clip it,
-        # the LEDs would age. Continuous light is limited to 100 %.
-        if self.intensity_pct > 100.0 and self.mode == "continuous":
-            raise ValueError("intensity_pct above 100 needs mode: strobe")
-        if self.intensity_pct > 200.0 and self.pulse_width_ms > 10.0:
-            raise ValueError("intensity_pct 201-300 allows pulse_width_ms of at most 10")
+        # the controller's limits (drivers/lighting/_limits.py), the same the driver and the
+        # emulator apply: what `cellctl check` passes, the controller accepts
+        problem = overdrive_problem(self.mode, self.intensity_pct, self.pulse_width_ms)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
 class Lighting(Protocol):
-    """A lighting channel that is switched on for the revolution and off after."""
+    """A lighting channel that is switched on for the revolution and off after.
+
+    Every method with ``timeout_s`` returns or raises within it (plus scheduling slack): the
+    driver owns the deadline. Errors: DriverInitError (settings beyond the controller's
+    limits, refused at configure()), DriverTimeout, DriverIOError (link or controller trouble,
+    any call before connect() or after close()).
+    """
 
     async def connect(self, timeout_s: float) -> None:
         """Open the controller; raise DriverInitError/DriverTimeout."""
 
-    async def configure(self, settings: LightingSettings) -> None:
-        """Send mode, brightness and pulse timing."""
+    async def configure(self, settings: LightingSettings, timeout_s: float) -> None:
+        """Take mode, brightness and pulse timing; DriverInitError beyond the limits."""
 
     async def on(self, timeout_s: float) -> None:
         """Switch the channel on (continuous) or arm it (strobe)."""
@@ -49,13 +61,30 @@ class Lighting(Protocol):
         """Switch the channel off."""
 
     async def close(self) -> None:
-        """Switch off and release the port; safe to call twice."""
+        """Switch off (best effort) and release the port; never raises, safe twice, bounded
+        by the driver's CLOSE_TIMEOUT_S even if the controller is silent or gone."""
+
+    def health(self) -> dict[str, Any]:
+        """Figures and states, no I/O: connected, lit, reconnects, identity."""
 
 
 LIGHTS = BackendRegistry("lighting", {
     "sim": "cellctl.sim.lighting:SimLighting",
     "serial": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
     "socket": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
+}, options={
+    "sim": "cellctl.sim.options:SimOptions",
+    "serial": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
+    "socket": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
 })
 
-__all__ = ["LIGHTS", "Lighting", "LightingSettings"]
+__all__ = [
+    "CONTINUOUS_MAX_PCT",
+    "LIGHTS",
+    "LIMITS_TEXT",
+    "STROBE_LIMITS",
+    "Lighting",
+    "LightingSettings",
+    "overdrive_problem",
+    "strobe_max_pct",
+]

@@ -16,6 +16,11 @@ configure() only remembers and checks the settings: nothing is sent until on(), 
 the whole channel setup (RS or RT) each time, so a controller that lost its state (power
 cycle, replugged adapter) is set up again by the next on(). Every reply is checked; a clipped
 value (Err 5) is an error too, because the light is then not what the profile asked for.
+
+Deadlines: on() and off() end within their ``timeout_s``; on() includes the profile's
+``warmup_s`` (a warm-up that cannot fit is a DriverTimeout before anything is switched).
+close() switches off and releases the port within ``CLOSE_TIMEOUT_S`` even if the controller
+is silent or gone, and never raises.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import structlog
 from pydantic import Field
 
 from cellctl.drivers.errors import DriverInitError, DriverIOError, DriverTimeout
-from cellctl.drivers.lighting import LightingSettings
+from cellctl.drivers.lighting import LightingSettings, overdrive_problem
 from cellctl.drivers.registry import DeviceUrl
 from cellctl.drivers.serial_link import Baud, SerialLink, serial_port
 from cellctl.drivers.settings import SettingsModel
@@ -37,7 +42,8 @@ from cellctl.drivers.settings import SettingsModel
 log = structlog.get_logger("cellctl.drivers.lighting.gardasoft")
 
 PROMPT = b">"
-CLOSE_TIMEOUT_S = 1.0  # close() has no caller deadline: the switch-off gets this much
+CLOSE_TIMEOUT_S = 2.0  # close() has no caller deadline: switch-off plus releasing the port
+CLOSE_OFF_S = 1.0  # of which the switch-off (waiting for a running command included) gets this
 MIN_STEP_S = 0.05  # a step that starts at its deadline still gets one chance to answer
 CHANNELS = (1, 4)  # RT-series controllers have up to 4 outputs; fewer answer Err 1
 ERROR_MEANINGS = {
@@ -48,12 +54,8 @@ ERROR_MEANINGS = {
     5: "value clipped",
 }
 ERR_RE = re.compile(r"Err\s*(\d+)")
-# Strobe overdrive: (highest brightness %, longest pulse ms or None = no limit). 201-300 % at
-# <= 10 ms is Gardasoft's published example (at 20 % duty); 101-200 % at <= 50 ms is OUR
-# ASSUMPTION, not confirmed against the RT manual: check it on the real controller.
-STROBE_LIMITS: tuple[tuple[float, float | None], ...] = ((100.0, None), (200.0, 50.0), (300.0, 10.0))
-CONTINUOUS_MAX_PCT = 100.0
-LIMITS_TEXT = "continuous 0-100 %; strobe 0-100 % any width, 101-200 % <= 50 ms, 201-300 % <= 10 ms"
+# the overdrive limits live in ONE table (drivers/lighting/_limits.py), shared with the
+# profile model and the emulator
 
 
 class LightingError(DriverIOError):
@@ -72,24 +74,12 @@ class GardasoftOptions(SettingsModel):
 
 def check_limits(settings: LightingSettings) -> None:
     """Raise DriverInitError if the settings exceed the controller's overdrive limits."""
-    ch, pct, width = settings.channel, settings.intensity_pct, settings.pulse_width_ms
+    ch = settings.channel
     if not CHANNELS[0] <= ch <= CHANNELS[1]:
         raise DriverInitError(f"gardasoft: channel {ch} does not exist (allowed 1-4)")
-    if settings.mode == "continuous":
-        if not 0.0 <= pct <= CONTINUOUS_MAX_PCT:
-            raise DriverInitError(
-                f"gardasoft channel {ch}: {pct:g} % continuous is beyond the limit ({LIMITS_TEXT})"
-            )
-        return
-    for top_pct, max_width_ms in STROBE_LIMITS:
-        if 0.0 <= pct <= top_pct:
-            if max_width_ms is not None and width > max_width_ms:
-                raise DriverInitError(
-                    f"gardasoft channel {ch}: {pct:g} % with a {width:g} ms pulse is beyond the "
-                    f"overdrive limit: up to {top_pct:g} % allows at most {max_width_ms:g} ms ({LIMITS_TEXT})"
-                )
-            return
-    raise DriverInitError(f"gardasoft channel {ch}: {pct:g} % is beyond the limit ({LIMITS_TEXT})")
+    problem = overdrive_problem(settings.mode, settings.intensity_pct, settings.pulse_width_ms)
+    if problem is not None:
+        raise DriverInitError(f"gardasoft channel {ch}: {problem}")
 
 
 def _num(value: float) -> str:
@@ -108,11 +98,15 @@ class GardasoftLighting:
         self._settings = LightingSettings()
         self._link: SerialLink | None = None
         self._connected = False  # connect() succeeded: a lost port may be reopened
+        self._closed = False
+        self._lit = False  # what we last switched: on() succeeded and no off() since
         self._lock = asyncio.Lock()  # one public operation at a time (reconnect + command)
 
     async def connect(self, timeout_s: float) -> None:
         """Open the port, read the version (``VR``) and status (``ST``)."""
         async with self._lock:
+            if self._closed:
+                raise DriverIOError(f"{self.name}: closed")
             if self._link is None:
                 self._link = SerialLink(self.port, self.options.baud, self.name)
             deadline = time.monotonic() + timeout_s
@@ -125,20 +119,26 @@ class GardasoftLighting:
             self._connected = True
             log.info("lighting.connected", port=self.port, identity=self.identity, status=self.status)
 
-    async def configure(self, settings: LightingSettings) -> None:
-        """Remember the channel setup after checking the overdrive limits; sends nothing."""
+    async def configure(self, settings: LightingSettings, timeout_s: float) -> None:
+        """Remember the channel setup after checking the overdrive limits; sends nothing (so
+        ``timeout_s`` is never used up): on() sends it."""
+        if self._closed:
+            raise DriverIOError(f"{self.name}: closed")
         check_limits(settings)
         self._settings = settings
 
     async def on(self, timeout_s: float) -> None:
-        """Switch the channel on (RS) or arm it (RT), then wait ``warmup_s`` on top."""
+        """Switch the channel on (RS) or arm it (RT), then wait ``warmup_s``, all within ``timeout_s``."""
         s = self._settings
         check_limits(s)  # again: a model_construct()ed settings object skipped validation
+        if s.warmup_s >= timeout_s:
+            raise DriverTimeout(f"{self.name}: warm-up of {s.warmup_s:g} s does not fit in {timeout_s:g} s")
         if s.mode == "continuous":
             command = f"RS{s.channel},{_num(s.intensity_pct)}"
         else:
             command = f"RT{s.channel},{_num(s.pulse_width_ms)},{_num(s.pulse_delay_ms)},{_num(s.intensity_pct)}"
-        await self._operate(command, timeout_s)
+        await self._operate(command, timeout_s - s.warmup_s)
+        self._lit = True
         if s.warmup_s > 0:
             await asyncio.sleep(s.warmup_s)  # LED output settles: part of the profile, not of I/O
         log.debug("lighting.on", port=self.port, command=command, warmup_s=s.warmup_s)
@@ -146,23 +146,37 @@ class GardasoftLighting:
     async def off(self, timeout_s: float) -> None:
         """Switch the channel off (``RSc,0``, also ends pulse mode)."""
         await self._operate(f"RS{self._settings.channel},0", timeout_s)
+        self._lit = False
         log.debug("lighting.off", port=self.port, channel=self._settings.channel)
 
     async def close(self) -> None:
-        """Switch off (best effort) and release the port and its thread; safe to call twice."""
-        if self._link is None:
+        """Switch off (best effort) and release the port and its thread; never raises, safe
+        to call twice, done within CLOSE_TIMEOUT_S."""
+        if self._closed:
             return
+        started = time.monotonic()
         if self._connected:
             try:
-                await self.off(CLOSE_TIMEOUT_S)
-            except DriverIOError as exc:
-                log.warning("lighting.off_failed_on_close", port=self.port, error=str(exc))
+                # bounded as a whole: the lock may be held by a command to a silent controller
+                async with asyncio.timeout(CLOSE_OFF_S):
+                    await self.off(CLOSE_OFF_S)
+            except (DriverIOError, TimeoutError) as exc:
+                log.warning("lighting.off_failed_on_close", port=self.port, error=str(exc) or "timeout")
+        self._closed = True
         link, self._link, self._connected = self._link, None, False
-        await link.shutdown()
+        if link is not None:
+            await link.shutdown(max(CLOSE_TIMEOUT_S - (time.monotonic() - started), MIN_STEP_S))
+
+    def health(self) -> dict[str, Any]:
+        link = self._link
+        return {"connected": bool(self._connected and link is not None and link.is_open),
+                "lit": self._lit, "reconnects": self.reconnects, "identity": self.identity}
 
     async def _operate(self, command: str, timeout_s: float) -> None:
         """Send one command; a vanished port is reopened once (VR handshake) before giving up."""
         async with self._lock:
+            if self._closed:
+                raise DriverIOError(f"{self.name}: closed")
             if self._link is None or not self._connected:
                 raise DriverIOError(f"{self.name}: not connected (call connect() first)")
             deadline = time.monotonic() + timeout_s

@@ -4,10 +4,11 @@ Backends: ``sim://`` (in-process, cellctl.sim) and ``serial://`` / ``socket://``
 Motion SCL drive, drivers/stage/scl.py).
 """
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
+from cellctl.drivers.errors import DriverIOError
 from cellctl.drivers.registry import BackendRegistry
 from cellctl.drivers.settings import SettingsModel
 
@@ -21,13 +22,19 @@ class MotionSettings(SettingsModel):
 
 
 class Stage(Protocol):
-    """Rotary stage moved in relative steps; position in degrees."""
+    """Rotary stage moved in relative steps; position in degrees.
+
+    Every method with ``timeout_s`` returns or raises within it (plus scheduling slack): the
+    driver owns the deadline. Errors: DriverTimeout (a stalled or silent drive, which is
+    stopped), StageAlarm (a DriverIOError naming the drive's alarms), DriverIOError (link
+    trouble, any call before connect() or after close()), DriverInitError (refused settings).
+    """
 
     async def connect(self, timeout_s: float) -> None:
         """Open the drive, enable it; raise DriverInitError/DriverTimeout."""
 
-    async def configure(self, settings: MotionSettings) -> None:
-        """Apply speed and acceleration."""
+    async def configure(self, settings: MotionSettings, timeout_s: float) -> None:
+        """Apply speed and acceleration; DriverInitError if the drive refuses them."""
 
     async def home(self, timeout_s: float) -> None:
         """Find the index and set the position to 0 degrees."""
@@ -36,13 +43,30 @@ class Stage(Protocol):
         """Turn by ``degrees`` and return once in position and not moving."""
 
     async def close(self) -> None:
-        """Disable the drive and release the port; safe to call twice."""
+        """Disable the drive and release the port; never raises, safe twice, bounded by the
+        driver's CLOSE_TIMEOUT_S."""
+
+    def health(self) -> dict[str, Any]:
+        """Figures and states, no I/O: connected, reconnects, identity."""
+
+
+class StageAlarm(DriverIOError):
+    """The drive stopped with alarms; ``alarms`` names them (``bits`` as the drive reports)."""
+
+    def __init__(self, source: str, bits: int, alarms: list[str]) -> None:
+        self.bits = bits
+        self.alarms = alarms
+        super().__init__(f"{source}: drive alarm: {', '.join(alarms)} (AL={bits:04X})")
 
 
 STAGES = BackendRegistry("stage", {
     "sim": "cellctl.sim.stage:SimStage",
     "serial": "cellctl.drivers.stage.scl:SclStage",
     "socket": "cellctl.drivers.stage.scl:SclStage",
+}, options={
+    "sim": "cellctl.sim.options:SimOptions",
+    "serial": "cellctl.drivers.stage.scl:SclOptions",
+    "socket": "cellctl.drivers.stage.scl:SclOptions",
 })
 
-__all__ = ["STAGES", "MotionSettings", "Stage"]
+__all__ = ["STAGES", "MotionSettings", "Stage", "StageAlarm"]

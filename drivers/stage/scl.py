@@ -16,6 +16,11 @@ Connect: ``PR4`` (acknowledgements: ``%`` executed, ``*`` queued, ``?n`` refused
 (identity), ``AR``, ``AL`` (alarms that survive AR fail the connect), ``EG``, ``ME``. A move is
 ``DI<steps>`` + ``FL``, then ``SC`` polls until in position and not moving. After the port
 vanishes (USB adapter unplugged) the next call reopens it once and repeats the handshake.
+
+Deadlines: every call with ``timeout_s`` ends within it (each answer waits at most what is
+left, at least ``MIN_STEP_S``); a move or homing not done in time is stopped (``SK``) and
+raises DriverTimeout; the settle wait must fit too. close() sends ``MD`` and releases the
+port within ``CLOSE_TIMEOUT_S`` even if the drive is silent or gone.
 """
 
 from __future__ import annotations
@@ -32,14 +37,17 @@ from cellctl.drivers.errors import CellError, DriverInitError, DriverIOError, Dr
 from cellctl.drivers.registry import DeviceUrl
 from cellctl.drivers.serial_link import Baud, SerialLink, serial_port
 from cellctl.drivers.settings import SettingsModel
-from cellctl.drivers.stage import MotionSettings
+from cellctl.drivers.stage import MotionSettings, StageAlarm
+
+__all__ = ["SclOptions", "SclStage", "StageAlarm", "StageFault", "decode_alarms"]
 
 log = structlog.get_logger("cellctl.drivers.stage.scl")
 
 ANSWER_TIMEOUT_S = 1.0  # one answer; a drive answers within ms, the rest is a loaded host
-CONFIGURE_TIMEOUT_S = 5.0  # configure() has no timeout argument: reconnect + VE/AC/DE
 MIN_STEP_S = 0.05  # a step that starts at its deadline still gets one chance to answer
 STOP_TIMEOUT_S = 0.3  # best-effort SK/MD: do not hold up the error that made us stop
+ALARM_QUERY_S = 0.3  # AL after SC showed an alarm: worth asking even past the deadline, briefly
+CLOSE_TIMEOUT_S = 2.0  # close(): MD plus releasing the port, whatever the drive does
 CR = b"\r"
 
 SC_ENABLED, SC_FAULT, SC_IN_POSITION, SC_MOVING = 1 << 0, 1 << 2, 1 << 3, 1 << 4
@@ -60,15 +68,6 @@ def decode_alarms(bits: int) -> list[str]:
 def _number(value: float) -> str:
     """Compact SCL number: ``1``, ``2.5``, ``0.0042`` (4 decimals is the drive's resolution)."""
     return f"{value:.4f}".rstrip("0").rstrip(".")
-
-
-class StageAlarm(DriverIOError):
-    """The drive reports alarms (SC bit 9); ``alarms`` names the AL bits."""
-
-    def __init__(self, port: str, bits: int) -> None:
-        self.bits = bits
-        self.alarms = decode_alarms(bits)
-        super().__init__(f"scl@{port}: drive alarm: {', '.join(self.alarms)} (AL={bits:04X})")
 
 
 class StageFault(DriverIOError):
@@ -111,8 +110,8 @@ class SclStage:
             raise
         log.info("scl.connected", port=self.port, identity=self.identity)
 
-    async def configure(self, settings: MotionSettings) -> None:
-        deadline = time.monotonic() + CONFIGURE_TIMEOUT_S
+    async def configure(self, settings: MotionSettings, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         await self._ensure_link(deadline)
         await self._apply(settings, deadline)
         self._settings, self._configured = settings, True
@@ -130,22 +129,35 @@ class SclStage:
         steps = round(degrees / 360.0 * self.options.steps_per_rev)
         await self._command(f"DI{steps}", deadline)
         await self._motion("FL", f"{degrees:g} deg move", deadline, timeout_s)
-        await asyncio.sleep(self._settings.settle_ms / 1000.0)
+        settle_s = self._settings.settle_ms / 1000.0
+        if time.monotonic() + settle_s > deadline:
+            # cutting the settle short would blur the picture without anyone knowing
+            raise DriverTimeout(f"scl@{self.port}: {degrees:g} deg move in position, but its "
+                                f"{settle_s:g} s settle does not fit in {timeout_s:g} s")
+        await asyncio.sleep(settle_s)
         log.debug("scl.moved", port=self.port, degrees=degrees, steps=steps)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._link is None:
+        link, self._link = self._link, None
+        if link is None:
             return
-        if self._link.is_open:
+        started = time.monotonic()
+        if link.is_open:
             try:
-                await self._command("MD", time.monotonic() + STOP_TIMEOUT_S)
-            except CellError as exc:
-                log.warning("scl.disable_failed", port=self.port, error=str(exc))
-        await self._link.shutdown()
-        self._link = None
+                # the lock may be held by a move being cancelled: bound the wait for it too
+                async with asyncio.timeout(CLOSE_TIMEOUT_S / 2):
+                    await self._disable(link)
+            except (CellError, TimeoutError) as exc:
+                log.warning("scl.disable_failed", port=self.port, error=str(exc) or "timeout")
+        await link.shutdown(max(CLOSE_TIMEOUT_S - (time.monotonic() - started), MIN_STEP_S))
+
+    def health(self) -> dict[str, Any]:
+        link = self._link
+        return {"connected": bool(link is not None and link.is_open and not self._closed),
+                "reconnects": self.reconnects, "identity": self.identity or None}
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -155,7 +167,7 @@ class SclStage:
         await self._command("AR", deadline)  # stale alarms of an earlier session
         alarms = self._hex(await self._query("AL", deadline), "AL")
         if alarms:
-            raise StageAlarm(self.port, alarms)
+            raise StageAlarm(f"scl@{self.port}", alarms, decode_alarms(alarms))
         await self._command(f"EG{self.options.steps_per_rev}", deadline, refusal=DriverInitError)
         await self._command("ME", deadline)
 
@@ -206,11 +218,16 @@ class SclStage:
         status = self._hex(await self._query("SC", deadline), "SC")
         if status & SC_ALARM:
             # a fresh deadline: the alarm is worth reporting even if the move's time is up
-            bits = self._hex(await self._query("AL", time.monotonic() + ANSWER_TIMEOUT_S), "AL")
-            raise StageAlarm(self.port, bits)
+            bits = self._hex(await self._query("AL", time.monotonic() + ALARM_QUERY_S), "AL")
+            raise StageAlarm(f"scl@{self.port}", bits, decode_alarms(bits))
         if status & SC_FAULT:
             raise StageFault(f"scl@{self.port}: drive fault (SC={status:04X}) without alarm code")
         return status
+
+    async def _disable(self, link: SerialLink) -> None:
+        answer = await link.transact(b"MD" + CR, CR, STOP_TIMEOUT_S)
+        if answer[:-1] not in (b"%", b"*"):
+            raise DriverIOError(f"scl@{self.port}: answer {answer!r} to MD is not an acknowledgement")
 
     async def _stop(self) -> None:
         if self._link is None or not self._link.is_open:

@@ -20,20 +20,20 @@ HEADER = (
 
 
 def _int(name, value, lo, hi, inc=1):
-    return f"<Integer Name=\"{name}\"><Value>{value}</Value><Min>{lo}</Min><Max>{hi}</Max><Inc>{inc}</Inc></Integer>"
+    return f'<Integer Name="{name}"><Value>{value}</Value><Min>{lo}</Min><Max>{hi}</Max><Inc>{inc}</Inc></Integer>'
 
 
 def _float(name, value, lo, hi):
-    return f"<Float Name=\"{name}\"><Value>{value}</Value><Min>{lo}</Min><Max>{hi}</Max></Float>"
+    return f'<Float Name="{name}"><Value>{value}</Value><Min>{lo}</Min><Max>{hi}</Max></Float>'
 
 
 def _enum(name, entries):
-    body = "".join(f"<EnumEntry Name=\"{e}\"><Value>{i}</Value></EnumEntry>" for i, e in enumerate(entries))
-    return f"<Enumeration Name=\"{name}\">{body}<Value>0</Value></Enumeration>"
+    body = "".join(f'<EnumEntry Name="{e}"><Value>{i}</Value></EnumEntry>' for i, e in enumerate(entries))
+    return f'<Enumeration Name="{name}">{body}<Value>0</Value></Enumeration>'
 
 
 def _command(name):
-    return f"<Command Name=\"{name}\"><Value>0</Value><CommandValue>1</CommandValue></Command>"
+    return f'<Command Name="{name}"><Value>0</Value><CommandValue>1</CommandValue></Command>'
 
 
 GENIE_NANO_C2420 = [

@@ -18,6 +18,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
+import serial
+
 from cellctl.messages import Ack, Bin, PartRequest, encode
 
 
@@ -64,6 +66,38 @@ async def _next(sock, wanted: str, timeout_s: float = 60.0) -> tuple[bytes, dict
             message = json.loads(raw)
             if message["type"] == wanted:
                 return identity, message
+
+
+def _events(tmp_path, name) -> list[dict]:
+    text = (tmp_path / f"{name}.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def _logged(tmp_path, name, event: str, timeout_s: float = 60.0) -> dict:
+    """Wait until the daemon's log has ``event`` (polling its file: the daemon writes it)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            found = [e for e in _events(tmp_path, name) if e["event"] == event]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.05)
+
+
+def light_status(pty: str) -> str:
+    """What the Gardasoft emulator says channel 1 does (``ST``), asked through its pty."""
+    with serial.Serial(pty, 115200, timeout=0.2) as port:
+        port.reset_input_buffer()
+        port.write(b"ST\r")
+        answer = b""
+        for _ in range(50):
+            answer += port.read(256)
+            if answer.endswith(b">"):
+                break
+    return answer.decode()
+
+
+def light_is_off(pty: str) -> bool:
+    return "CH1 RS S0%" in light_status(pty)
 
 
 def _rows(tmp_path) -> list[tuple]:
@@ -156,3 +190,61 @@ async def test_devices_reports_the_identity_of_each_serial_device(cell_config):
     assert report["stage"]["state"] == "connected" and "107M062" in report["stage"]["identity"]
     assert report["lighting"]["state"] == "connected" and report["lighting"]["identity"].startswith("RT")
     assert report["frame_camera"]["identity"] == "simulated"
+
+
+async def test_a_part_killed_mid_inspection_is_judged_interrupted_at_the_next_start_and_its_seq_not_reused(
+        cell_config, bridge, tmp_path, emulators):
+    first = await _start(cell_config, tmp_path, "first")
+    try:
+        identity, ready = await _next(bridge, "ready")
+        assert ready["accepted"] is None
+        await bridge.send_multipart([identity, encode(PartRequest(part_id="K-1"))])
+        accepted = await _logged(tmp_path, "first", "part.accepted")
+        assert accepted["part_id"] == "K-1" and accepted["seq"] == 1
+    finally:
+        first.kill()  # SIGKILL: no handler runs, the light may stay on
+        await first.wait()
+
+    while await bridge.poll(0):
+        await bridge.recv_multipart()
+    second = await _start(cell_config, tmp_path, "second")
+    try:
+        identity, verdict = await _next(bridge, "verdict")
+        assert verdict["part_id"] == "K-1" and verdict["seq"] == 1
+        assert verdict["verdict"] == "RECHECK" and verdict["reason"].startswith("interrupted: ")
+        await bridge.send_multipart([identity, encode(Ack(cell_id=verdict["cell_id"], seq=1, bin=Bin.RECHECK))])
+        _, ready = await _next(bridge, "ready")
+        assert ready["accepted"] == "K-1"  # the robot may take K-1 out: the cell has it
+        assert light_is_off(emulators["gardasoft"])  # switched off at start, whatever the killed run left
+        await bridge.send_multipart([identity, encode(PartRequest(part_id="K-2"))])
+        _, verdict = await _next(bridge, "verdict")
+        assert verdict["part_id"] == "K-2" and verdict["seq"] == 2  # never the killed part's seq
+    finally:
+        await _stop(second, tmp_path, "second")
+    assert light_is_off(emulators["gardasoft"])
+    assert any(e["event"] == "part.interrupted" and e["seq"] == 1 for e in _events(tmp_path, "second"))
+
+
+async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(cell_config, bridge, tmp_path,
+                                                                              profiles_copy, emulators):
+    proc = await _start(cell_config, tmp_path, "run")
+    try:
+        identity, _ = await _next(bridge, "ready")
+        profile = profiles_copy / "m8x40-hex.yaml"
+        good = profile.read_text()
+        profile.write_text(good.replace("threshold: 0.5", "threshold: 7"))
+        proc.send_signal(signal.SIGHUP)
+        refused = await _logged(tmp_path, "run", "profiles.reload_refused")
+        assert f"{profile}:" in refused["problem"] and "decision.threshold" in refused["problem"]
+        proc.send_signal(signal.SIGUSR1)  # ignored, not fatal
+        await _logged(tmp_path, "run", "signal.ignored")
+        await bridge.send_multipart([identity, encode(PartRequest(part_id="H-1"))])
+        _, verdict = await _next(bridge, "verdict")  # the old set still inspects
+        assert verdict["part_id"] == "H-1"
+        profile.write_text(good.replace("threshold: 0.5", "threshold: 0.6"))
+        proc.send_signal(signal.SIGHUP)
+        await _logged(tmp_path, "run", "profiles.reloaded")
+        assert proc.returncode is None
+    finally:
+        await _stop(proc, tmp_path, "run")
+    assert light_is_off(emulators["gardasoft"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from cellctl.decision import decide
+from cellctl.fault import Fault, Step
 from cellctl.messages import Outcome
 
 VIEWS = ["head@0", "head@90", "shank[r0,c0]"]
@@ -25,9 +26,18 @@ def test_nan_score_is_recheck_not_pass():
 
 def test_missing_scores_are_recheck():
     assert decide(VIEWS, [0.01, 0.1], 0.5, None).outcome is Outcome.RECHECK
-    assert decide(VIEWS, None, 0.5, "frame: timeout").reason == "frame: timeout"
+    assert decide(VIEWS, None, 0.5, Fault(Step.FRAME, "timeout")).reason == "frame: timeout"
 
 
 def test_fault_gives_recheck_but_a_seen_defect_still_rejects():
-    assert decide(VIEWS, [0.1, 0.1, 0.1], 0.5, "strip: lost").outcome is Outcome.RECHECK
-    assert decide(VIEWS, [0.9, 0.1, 0.1], 0.5, "strip: lost").outcome is Outcome.REJECT
+    lost = Fault(Step.STRIP, "lost")
+    assert decide(VIEWS, [0.1, 0.1, 0.1], 0.5, lost).outcome is Outcome.RECHECK
+    assert decide(VIEWS, [0.9, 0.1, 0.1], 0.5, lost).outcome is Outcome.REJECT
+
+
+def test_no_views_never_pass():
+    assert decide([], [], 0.5, None).outcome is Outcome.RECHECK
+
+
+def test_a_fault_renders_once_from_an_exception_without_a_message():
+    assert Fault.of(Step.INFER, RuntimeError()).reason == "infer: RuntimeError"

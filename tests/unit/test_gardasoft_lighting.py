@@ -50,7 +50,7 @@ async def test_connect_reads_the_version_and_status(light, emulator):
 
 async def test_continuous_on_and_off_switch_the_uv_at_the_part(light, emulator, world):
     await light.connect(T_S)
-    await light.configure(LightingSettings(channel=1, mode="continuous", intensity_pct=80))
+    await light.configure(LightingSettings(channel=1, mode="continuous", intensity_pct=80), T_S)
     await light.on(T_S)
     assert emulator.commands[-1] == "RS1,80" and world.light_gain == pytest.approx(1.0)
     await light.off(T_S)
@@ -60,7 +60,7 @@ async def test_continuous_on_and_off_switch_the_uv_at_the_part(light, emulator, 
 async def test_strobe_on_sends_width_delay_and_brightness(light, emulator, world):
     await light.connect(T_S)
     settings = LightingSettings(channel=2, mode="strobe", intensity_pct=150, pulse_width_ms=5, pulse_delay_ms=0.5)
-    await light.configure(settings)
+    await light.configure(settings, T_S)
     await light.on(T_S)
     assert emulator.commands[-1] == "RT2,5,0.5,150"
     assert emulator.channels[2].mode == "strobe" and world.light_gain == pytest.approx(150 / 80)
@@ -84,7 +84,7 @@ async def test_overdrive_beyond_the_limits_is_refused_before_sending(light, emul
     unsafe = LightingSettings.model_construct(channel=3, mode=mode, intensity_pct=pct, pulse_width_ms=width_ms,
                                               pulse_delay_ms=0.0, warmup_s=0.0)
     with pytest.raises(DriverInitError, match="channel 3") as refused:
-        await light.configure(unsafe)
+        await light.configure(unsafe, T_S)
     assert f"{pct:g} %" in str(refused.value) and range_text in str(refused.value)
     assert _switching(emulator) == []
 
@@ -95,7 +95,7 @@ async def test_a_channel_the_controller_lacks_is_refused_with_err_1(world, tmp_p
     try:
         await driver.connect(T_S)
         assert driver.identity == "RT220 V3.012"
-        await driver.configure(LightingSettings(channel=4))
+        await driver.configure(LightingSettings(channel=4), T_S)
         with pytest.raises(LightingError, match=r"'RS4,80' refused: Err 1 \(bad value\)") as refused:
             await driver.on(T_S)
         assert refused.value.code == 1 and world.light_gain == 0.0
@@ -193,7 +193,7 @@ async def test_close_switches_off_and_is_safe_twice(light, emulator, world):
     await light.close()
     assert emulator.commands[-1] == "RS1,0" and world.light_gain == 0.0
     await light.close()
-    with pytest.raises(DriverIOError, match="not connected"):
+    with pytest.raises(DriverIOError, match="closed"):
         await light.on(T_S)
 
 

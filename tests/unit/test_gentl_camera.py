@@ -22,6 +22,7 @@ from cellctl.drivers.camera.gentl import GenTLFrameCamera, list_devices
 from tests.data.tlsimu import tlsimu_cti
 
 VIKY = Path(genicam.__file__).parent / "viky.cti"
+T_S = 10.0  # generous: producer calls on 2 loaded cores
 SMALL_MONO = FrameCameraSettings(pixel_format="Mono8", width_px=320, height_px=240)
 
 
@@ -56,9 +57,9 @@ async def test_unknown_serial_names_the_devices_found(camera):
 
 async def test_selected_camera_delivers_frames_in_the_configured_format(camera):
     cam = await camera()
-    await cam.configure(SMALL_MONO)
-    await cam.start()
-    await cam.trigger()
+    await cam.configure(SMALL_MONO, T_S)
+    await cam.start(T_S)
+    await cam.trigger(T_S)
     frame = await cam.grab(5)
     assert (frame.pixel_format, frame.data.shape, frame.data.dtype) == ("Mono8", (240, 320), np.uint8)
     assert frame.complete and cam.state == "acquiring"
@@ -66,10 +67,10 @@ async def test_selected_camera_delivers_frames_in_the_configured_format(camera):
 
 async def test_rgba_frames_are_delivered_as_rgb8(camera):
     cam = await camera("serial=2&strict=false")
-    await cam.configure(FrameCameraSettings(pixel_format="Mono8", width_px=160, height_px=120))
+    await cam.configure(FrameCameraSettings(pixel_format="Mono8", width_px=160, height_px=120), T_S)
     node_map = cam._ia.remote_device.node_map  # viky's RGBa8 is not a profile format: set it directly
     await cam._host.run(setattr, node_map.PixelFormat, "value", "RGBa8")
-    await cam.start()
+    await cam.start(T_S)
     frame = await cam.grab(5)
     assert frame.pixel_format == "RGB8" and frame.data.shape == (120, 160, 3)
     assert frame.data.flags["C_CONTIGUOUS"]
@@ -77,8 +78,8 @@ async def test_rgba_frames_are_delivered_as_rgb8(camera):
 
 async def test_frames_are_copies_that_later_buffers_do_not_overwrite(camera):
     cam = await camera()
-    await cam.configure(SMALL_MONO)
-    await cam.start()
+    await cam.configure(SMALL_MONO, T_S)
+    await cam.start(T_S)
     first = await cam.grab(5)
     snapshot = first.data.copy()
     later = [await cam.grab(5) for _ in range(6)]  # more than num_buffers: buffers are reused
@@ -89,23 +90,23 @@ async def test_frames_are_copies_that_later_buffers_do_not_overwrite(camera):
 async def test_bad_feature_value_is_rejected_with_camera_feature_value_and_range(camera):
     cam = await camera()
     with pytest.raises(DriverInitError) as err:
-        await cam.configure(FrameCameraSettings(pixel_format="Mono8", width_px=2464, height_px=240))
+        await cam.configure(FrameCameraSettings(pixel_format="Mono8", width_px=2464, height_px=240), T_S)
     assert str(err.value).startswith("camera 1: Width = 2464 refused; allowed: 100 .. 800")
     with pytest.raises(DriverInitError, match="PixelFormat = 'BayerRG8' refused; allowed: one of RGBa8, Mono8"):
-        await cam.configure(FrameCameraSettings(pixel_format="BayerRG8", width_px=320, height_px=240))
+        await cam.configure(FrameCameraSettings(pixel_format="BayerRG8", width_px=320, height_px=240), T_S)
 
 
 async def test_strict_mode_refuses_a_device_without_the_profile_features(camera):
     cam = await camera("serial=0")
     with pytest.raises(DriverInitError, match="feature ExposureTime does not exist"):
-        await cam.configure(SMALL_MONO)
+        await cam.configure(SMALL_MONO, T_S)
 
 
 async def test_silent_camera_times_out_and_is_rebuilt(camera):
     cam = await camera()
-    await cam.configure(SMALL_MONO)
+    await cam.configure(SMALL_MONO, T_S)
     await cam._host.run(setattr, cam._ia.remote_device.node_map.AcquisitionFrameRate, "value", 1.0)
-    await cam.start()
+    await cam.start(T_S)
     await cam.grab(5)
     with pytest.raises(DriverTimeout, match="no frame within 0.05 s"):
         await cam.grab(0.05)
@@ -116,8 +117,8 @@ async def test_silent_camera_times_out_and_is_rebuilt(camera):
 
 async def test_camera_recovers_after_its_acquirer_is_destroyed_under_it(camera):
     cam = await camera()
-    await cam.configure(SMALL_MONO)
-    await cam.start()
+    await cam.configure(SMALL_MONO, T_S)
+    await cam.start(T_S)
     await cam.grab(5)
     await cam._host.run(cam._ia.destroy)  # what a lost device does to the fetch
     await _until(lambda: cam.rebuilds == 1 and cam.state == "acquiring")
@@ -160,12 +161,12 @@ async def test_software_trigger_gives_one_frame_per_trigger(tlsimu):
     cam = GenTLFrameCamera(DeviceUrl.parse(f"gentl://{tlsimu}?serial=SN_InterfaceA_0&strict=false"), {})
     try:
         await cam.connect(10)
-        await cam.configure(FrameCameraSettings(pixel_format="BayerRG8", width_px=512, height_px=512))
-        await cam.start()
+        await cam.configure(FrameCameraSettings(pixel_format="BayerRG8", width_px=512, height_px=512), T_S)
+        await cam.start(T_S)
         await asyncio.sleep(0.5)
         assert cam.frames == 0  # TriggerMode On, source Software: nothing until triggered
         for _ in range(3):
-            await cam.trigger()
+            await cam.trigger(T_S)
             frame = await cam.grab(5)
             # TLSimuMono accepts PixelFormat=BayerRG8 but delivers Mono8 buffers: the frame
             # carries what the buffer says, which is what the host must convert from

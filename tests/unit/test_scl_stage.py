@@ -66,14 +66,14 @@ async def test_connect_turns_on_acks_identifies_and_enables_the_drive(drive, sta
 
 async def test_configure_sends_speed_and_acceleration_compactly(drive, stage):
     emulator, _ = drive
-    await stage.configure(MotionSettings(speed_rps=2.5, accel_rps2=40.0, settle_ms=0.0))
+    await stage.configure(MotionSettings(speed_rps=2.5, accel_rps2=40.0, settle_ms=0.0), timeout_s=5.0)
     assert emulator.commands[-3:] == ["VE2.5", "AC40", "DE40"]
     assert (emulator.speed_rps, emulator.accel_rps2, emulator.decel_rps2) == (2.5, 40.0, 40.0)
 
 
 async def test_quarter_turn_moves_exact_steps_and_returns_only_in_position(drive, stage):
     emulator, _ = drive
-    await stage.configure(STEADY)
+    await stage.configure(STEADY, timeout_s=5.0)
     polled_before = len(emulator.status_answers)
     await stage.move_by(90.0, timeout_s=10.0)
     assert emulator.position == STEPS_PER_REV // 4 and not emulator.moving
@@ -85,7 +85,7 @@ async def test_quarter_turn_moves_exact_steps_and_returns_only_in_position(drive
 
 async def test_negative_and_fractional_moves_round_to_signed_steps(drive, stage):
     emulator, _ = drive
-    await stage.configure(FAST)
+    await stage.configure(FAST, timeout_s=5.0)
     await stage.move_by(-45.5, timeout_s=10.0)
     assert emulator.position == round(-45.5 / 360 * STEPS_PER_REV) == -2528
 
@@ -97,7 +97,7 @@ async def test_motor_motion_turns_the_world_encoder_in_sub_steps(world):
     world.on_encoder(deltas.append)
     try:
         await stage.connect(timeout_s=5.0)
-        await stage.configure(STEADY)
+        await stage.configure(STEADY, timeout_s=5.0)
         await stage.move_by(90.0, timeout_s=10.0)
         assert world.encoder_count == world.encoder_counts_per_rev // 4
         assert len(deltas) > 4, "the line camera needs the encoder to advance during the move"
@@ -114,7 +114,7 @@ async def test_home_turns_forward_to_the_encoder_index_and_zeroes_the_position(w
     stage = _stage(await emulator.start(), "&home=X5R")
     try:
         await stage.connect(timeout_s=5.0)
-        await stage.configure(FAST)
+        await stage.configure(FAST, timeout_s=5.0)
         await stage.move_by(100.0, timeout_s=10.0)
         before = world.encoder_count
         await stage.home(timeout_s=10.0)
@@ -128,7 +128,7 @@ async def test_home_turns_forward_to_the_encoder_index_and_zeroes_the_position(w
 
 async def test_home_polls_until_the_homing_bit_clears(drive, stage):
     emulator, _ = drive
-    await stage.configure(FAST)
+    await stage.configure(FAST, timeout_s=5.0)
     await stage.move_by(90.0, timeout_s=10.0)
     polled_before = len(emulator.status_answers)
     await stage.home(timeout_s=10.0)
@@ -139,7 +139,7 @@ async def test_home_polls_until_the_homing_bit_clears(drive, stage):
 
 async def test_alarm_during_a_move_raises_stage_alarm_naming_the_alarms(drive, stage):
     emulator, _ = drive
-    await stage.configure(STEADY)
+    await stage.configure(STEADY, timeout_s=5.0)
     move = asyncio.create_task(stage.move_by(360.0, timeout_s=10.0))
     await _until(lambda: emulator.position > 0 or move.done())  # turning
     emulator.inject_alarm(OVER_TEMPERATURE | OPEN_WINDING)
@@ -153,7 +153,7 @@ async def test_alarm_during_a_move_raises_stage_alarm_naming_the_alarms(drive, s
 
 async def test_fault_without_alarm_code_raises_stage_fault(drive, stage):
     emulator, _ = drive
-    await stage.configure(STEADY)
+    await stage.configure(STEADY, timeout_s=5.0)
     move = asyncio.create_task(stage.move_by(360.0, timeout_s=10.0))
     await _until(lambda: emulator.position > 0 or move.done())  # turning
     emulator.inject_fault(True)
@@ -163,7 +163,7 @@ async def test_fault_without_alarm_code_raises_stage_fault(drive, stage):
 
 async def test_move_past_its_timeout_stops_the_drive_and_times_out(drive, stage):
     emulator, _ = drive
-    await stage.configure(STEADY)
+    await stage.configure(STEADY, timeout_s=5.0)
     with pytest.raises(DriverTimeout, match="360 deg move not done"):
         await stage.move_by(360.0, timeout_s=0.2)
     assert emulator.commands[-1] == "SK" and not emulator.moving
@@ -172,12 +172,12 @@ async def test_move_past_its_timeout_stops_the_drive_and_times_out(drive, stage)
 async def test_out_of_range_speed_is_a_driver_init_error_naming_the_command(drive, stage):
     too_fast = MotionSettings.model_construct(speed_rps=500.0, accel_rps2=20.0, settle_ms=0.0)
     with pytest.raises(DriverInitError, match=r"VE500.*command VE.*'500'.*\?5 parameter out of range"):
-        await stage.configure(too_fast)
+        await stage.configure(too_fast, timeout_s=5.0)
 
 
 async def test_silent_drive_times_out_within_the_timeout_and_recovers(drive, stage):
     emulator, path = drive
-    await stage.configure(FAST)
+    await stage.configure(FAST, timeout_s=5.0)
     emulator.set_mute(True)
     started = time.monotonic()
     with pytest.raises(DriverTimeout, match=path):
@@ -209,7 +209,7 @@ async def test_garbage_answer_is_an_io_error_showing_the_garbage(drive, stage, g
 
 async def test_unplugged_port_fails_then_replug_reconnects_once(drive, stage):
     emulator, _ = drive
-    await stage.configure(FAST)
+    await stage.configure(FAST, timeout_s=5.0)
     emulator.unplug()
     with pytest.raises(DriverIOError) as lost:
         await stage.move_by(90.0, timeout_s=5.0)
@@ -268,6 +268,6 @@ async def test_emulator_process_prints_ready_and_serves_until_sigterm():
     async with emulator_process("scl_drive", "--steps-per-rev", "400") as path:
         stage = SclStage(DeviceUrl.parse(f"serial://{path}?steps_per_rev=400"), {})
         await stage.connect(timeout_s=5.0)
-        await stage.configure(FAST)
+        await stage.configure(FAST, timeout_s=5.0)
         await stage.move_by(90.0, timeout_s=10.0)
         await stage.close()

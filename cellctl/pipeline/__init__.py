@@ -1,0 +1,20 @@
+"""One part's way through the cell: acquire -> analyse -> publish, and the loops that run it."""
+
+from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s
+from cellctl.pipeline.analyse import Inferencer, InvalidOutput, PartResult, analyse, checked_scores
+from cellctl.pipeline.publish import DurableWriter, Publisher
+from cellctl.pipeline.runner import Pipeline
+
+__all__ = [
+    "Acquisition",
+    "DurableWriter",
+    "Inferencer",
+    "InvalidOutput",
+    "PartResult",
+    "Pipeline",
+    "Publisher",
+    "acquire",
+    "acquisition_budget_s",
+    "analyse",
+    "checked_scores",
+]

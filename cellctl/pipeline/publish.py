@@ -1,0 +1,130 @@
+"""The end of a part's way: its verdict recorded durably, then handed to delivery.
+
+Nothing is PASSed without a durable record. When the records cannot be written (disk full,
+read-only, vanished) the verdict becomes RECHECK, is still sent (the robot must not keep a
+part it cannot sort), its record waits in a backlog, and the cell is blocked: no further part
+is asked for. A retry loop writes the backlog as soon as the database takes writes again and
+unblocks the cell; nothing recorded or to be recorded is lost while the daemon lives, and a
+part whose verdict record was lost with the process is judged "interrupted" at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import structlog
+
+from cellctl.decision import Decision
+from cellctl.delivery import Delivery
+from cellctl.fault import Fault, Step
+from cellctl.messages import BIN_OF, Outcome, Verdict
+from cellctl.pipeline.analyse import PartResult
+from cellctl.records import Record, Records, RecordsError
+from cellctl.state import CellState
+
+log = structlog.get_logger("cellctl.pipeline.publish")
+
+RETRY_S = 0.5  # how often a blocked cell tries the records again
+BLOCK_KEY = "records"
+
+
+class DurableWriter:
+    """Writes to the records, blocking the cell while they fail and retrying until they work."""
+
+    def __init__(self, records: Records, state: CellState) -> None:
+        self.records = records
+        self.state = state
+        self.backlog: list[Record] = []
+
+    async def accept(self, cell_id: str, part_id: str, profile: str, stop: asyncio.Event) -> int | None:
+        """The part's durable seq; while the records fail, retried until they work or ``stop``."""
+        while True:
+            try:
+                seq = await self.records.accept(cell_id, part_id, profile)
+            except RecordsError as exc:
+                self._failed(exc)
+            else:
+                await self.flush()
+                return seq
+            if await _wait(stop, RETRY_S):
+                return None
+
+    async def add(self, record: Record) -> bool:
+        """True once the record is durable; False: it waits in the backlog, the cell is blocked."""
+        await self.flush()
+        if not self.backlog:
+            try:
+                await self.records.add(record)
+                return True
+            except RecordsError as exc:
+                self._failed(exc)
+        self.backlog.append(record)
+        return False
+
+    async def flush(self) -> None:
+        """Write the backlog in order; unblock the cell once it is empty."""
+        while self.backlog:
+            try:
+                await self.records.add(self.backlog[0])
+            except RecordsError as exc:
+                self._failed(exc)
+                return
+            written = self.backlog.pop(0)
+            log.info("record.recovered", seq=written.verdict.seq, part_id=written.verdict.part_id,
+                     profile=written.verdict.profile)
+        self.state.unblock(BLOCK_KEY)
+
+    async def retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_S)
+            if self.backlog:  # a failed accept retries itself, in accept()
+                await self.flush()
+
+    def _failed(self, exc: RecordsError) -> None:
+        self.state.block(BLOCK_KEY, f"records not writable: {exc}")
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
+    """True if ``event`` was set within ``timeout_s``."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Publisher:
+    def __init__(self, cell_id: str, writer: DurableWriter, delivery: Delivery) -> None:
+        self.cell_id = cell_id
+        self.writer = writer
+        self.delivery = delivery
+        self.counts: Counter[str] = Counter()
+
+    def verdict(self, result: PartResult, decision: Decision) -> Verdict:
+        return Verdict(
+            cell_id=self.cell_id, seq=result.seq, part_id=result.part_id, profile=result.profile,
+            verdict=decision.outcome, bin=BIN_OF[decision.outcome], reason=decision.reason,
+            max_score=decision.max_score, worst_view=decision.worst_view, model_sha256=result.model_sha256,
+            latency_ms=round((time.monotonic() - result.started_s) * 1e3, 3),
+        )
+
+    async def publish(self, result: PartResult) -> Verdict:
+        """Record, then send; a verdict that cannot be recorded goes out as RECHECK."""
+        verdict = self.verdict(result, result.decision)
+        t0 = time.monotonic()
+        durable = await self.writer.add(Record(verdict, result.scores, result.timings_ms))
+        result.timings_ms["record"] = (time.monotonic() - t0) * 1e3
+        if not durable:
+            blocked = self.writer.state.blocked_reasons.get(BLOCK_KEY, "records not writable")
+            fault = Fault(Step.RECORD, blocked)
+            verdict = self.verdict(result, Decision(Outcome.RECHECK, fault.reason, result.decision.max_score,
+                                                    result.decision.worst_view))
+            self.writer.backlog[-1] = Record(verdict, result.scores, result.timings_ms)
+        self.counts[verdict.verdict.value] += 1
+        log.info("part.verdict", part_id=verdict.part_id, seq=verdict.seq, profile=verdict.profile,
+                 verdict=verdict.verdict.value, reason=verdict.reason, max_score=verdict.max_score,
+                 latency_ms=verdict.latency_ms, durable=durable)
+        self.delivery.spawn(verdict)
+        return verdict

@@ -1,0 +1,240 @@
+"""`cellctl check` refuses what `cellctl run` would refuse: both call the same preflight."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from cellctl.cli import main as cli
+from cellctl.config import ConfigError, file_sha256, preflight, records_problem
+from cellctl.drivers import DriverInitError
+from cellctl.drivers.lighting import LightingSettings, strobe_max_pct
+from cellctl.drivers.lighting.gardasoft import check_limits
+from cellctl.inference import OnnxInferencer, verify_model
+from cellctl.messages import CELL_BOUND
+
+
+@pytest.fixture
+def cell(profiles_copy: Path, tmp_path: Path) -> Path:
+    """The sim cell as `cellctl run` accepts it: sim:// devices, records in tmp."""
+    path = profiles_copy / "cell-sim.yaml"
+    text = path.read_text().replace("/var/lib/cellctl/records.db", str(tmp_path / "db" / "records.db"))
+    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace('"emulator://gardasoft"', '"sim://"')
+    path.write_text(text)
+    preflight(path)  # the baseline passes
+    return path
+
+
+def _edit(path: Path, old: str, new: str) -> int:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if new.splitlines()[0] in line)
+
+
+def _refused(path: Path, field: str, says: str, line: int | None = None, *, allow_emulated: bool = False) -> None:
+    with pytest.raises(ConfigError) as err:
+        preflight(path, allow_emulated=allow_emulated)
+    hits = [p for p in err.value.problems if p.field == field and says in p.message]
+    assert hits, [str(p) for p in err.value.problems]
+    if line is not None:
+        assert hits[0].line == line
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "device", "says"),
+    [
+        ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "foo://x"}', "frame_camera", "unknown URL scheme 'foo'"),
+        ('stage: {url: "sim://"', 'stage: {url: "serial:///dev/ttyS0?baud=1234"', "stage", "option baud='1234'"),
+        ('lighting: {url: "sim://"}', 'lighting: {url: "serial:///dev/ttyS0?colour=blue"}', "lighting",
+         "unknown option 'colour'"),
+        ('line_camera: {url: "sim://"}', 'line_camera: {url: "sim://?seed=-4"}', "line_camera", "option seed='-4'"),
+        ('line_camera: {url: "sim://"}', 'line_camera: {url: "sim://?time_scale=nan"}', "line_camera", "finite"),
+        ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "gentl:///opt/none/x.cti?serial=1"}', "frame_camera",
+         "GenTL producer /opt/none/x.cti does not exist"),
+        ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "gentl:///opt/x.cti"}', "frame_camera",
+         "exactly one of serial"),
+    ],
+)
+def test_device_url_problems_name_the_line_of_the_url(cell, old, new, device, says):
+    line = _edit(cell, old, new)
+    _refused(cell, f"devices.{device}.url", says, line)
+
+
+def test_check_accepts_the_sim_cell_but_run_refuses_its_emulator_devices(capsys):
+    from tests.conftest import PROFILES
+
+    assert cli(["check", str(PROFILES / "cell-sim.yaml")]) == 0
+    assert "served by `cellctl sim` only" in capsys.readouterr().out
+    _refused(PROFILES / "cell-sim.yaml", "devices.stage.url", "emulator:// is served by `cellctl sim` only")
+
+
+def test_unknown_emulator_is_refused_even_for_sim(profiles_copy):
+    path = profiles_copy / "cell-sim.yaml"
+    line = _edit(path, '"emulator://gardasoft"', '"emulator://scl"')
+    _refused(path, "devices.lighting.url", "no emulator", line, allow_emulated=True)
+
+
+@pytest.mark.parametrize("where", ["/etc/hostname/x.db", "/proc/cellctl/records.db", "/proc/records.db"])
+def test_records_db_that_cannot_be_created_is_refused(cell, where):
+    line = _edit(cell, "records_db:", f"records_db: {where}  #")
+    _refused(cell, "storage.records_db", "cannot", line)
+
+
+def test_records_db_that_is_no_database_is_refused(cell, tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not SQLite" * 100)
+    _edit(cell, "records_db:", f"records_db: {junk}  #")
+    _refused(cell, "storage.records_db", "cannot write")
+    assert junk.read_bytes() == b"this is not SQLite" * 100  # untouched
+
+
+def test_existing_database_is_checked_without_being_changed(tmp_path):
+    db = tmp_path / "records.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (x)")
+        con.execute("INSERT INTO t VALUES (42)")
+    before = db.read_bytes()
+    assert records_problem(db) is None
+    assert db.read_bytes() == before
+    assert records_problem(tmp_path) is not None  # a directory
+    assert records_problem(tmp_path / "new" / "deeper" / "r.db") is None
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def _model(path: Path, input_name="image", output_name="defect_prob", size=224, out_rank=1,
+           dtype=TensorProto.FLOAT) -> Path:
+    """A tiny real ONNX model: global average pool -> one number per image."""
+    x = helper.make_tensor_value_info(input_name, dtype, ["n", 3, size, size])
+    out_shape = ["n"] if out_rank == 1 else ["n", 1]
+    y = helper.make_tensor_value_info(output_name, dtype, out_shape)
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Identity", ["m"], [output_name]) if out_rank == 1
+        else helper.make_node("Unsqueeze", ["m", "ax"], [output_name]),
+    ]
+    inits = [] if out_rank == 1 else [helper.make_tensor("ax", TensorProto.INT64, [1], [1])]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"input_name": "pixels"}, "expected exactly ['image']"),
+        ({"output_name": "score"}, "no output 'defect_prob'"),
+        ({"size": 128}, "expected ['N', 3, 224, 224]"),
+        ({"out_rank": 2}, "expected [N]"),
+        ({"dtype": TensorProto.DOUBLE}, "tensor(double)"),
+    ],
+)
+def test_model_with_the_wrong_interface_is_refused_by_check_and_by_the_inferencer(profiles_copy, tmp_path, kwargs,
+                                                                                   says, capsys):
+    model = _model(profiles_copy / "models" / "odd.onnx", **kwargs)
+    assert not verify_model(_model(tmp_path / "good.onnx"), 224)  # the helper itself makes good models
+    profile = profiles_copy / "m8x40-hex.yaml"
+    text = profile.read_text()
+    text = text.replace("models/student-int8.onnx", "models/odd.onnx")
+    text = text.replace(text.split('sha256: "')[1].split('"')[0], file_sha256(model))
+    profile.write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "odd.onnx" in t)
+    assert cli(["check", str(profile)]) == 1
+    err = capsys.readouterr().err
+    assert f"{profile}:{line}: model.path: odd.onnx:" in err and says in err
+    with pytest.raises(DriverInitError, match="refusing to run it"):
+        OnnxInferencer(model, file_sha256(model), 1, input_size_px=224)
+
+
+def test_file_that_is_no_model_is_refused(profiles_copy, capsys):
+    model = profiles_copy / "models" / "student-int8.onnx"
+    model.write_bytes(b"\x08\x07garbage" * 64)
+    profile = profiles_copy / "m8x40-hex.yaml"
+    text = profile.read_text()
+    profile.write_text(text.replace(text.split('sha256: "')[1].split('"')[0], file_sha256(model)))
+    assert cli(["check", str(profile)]) == 1
+    assert "onnxruntime cannot load it" in capsys.readouterr().err
+
+
+def test_strobe_beyond_the_overdrive_table_is_refused_everywhere(profiles_copy, capsys):
+    profile = profiles_copy / "m8x40-hex.yaml"
+    line = _edit(profile, "  mode: continuous\n  intensity_pct: 80",
+                 "  mode: strobe\n  intensity_pct: 150\n  pulse_width_ms: 60")
+    assert cli(["check", str(profile)]) == 1
+    err = capsys.readouterr().err
+    assert f"{profile}:" in err and "lighting:" in err and "at most 50 ms" in err
+    assert line  # the edit is in the file
+    # the same table in the driver and the emulator
+    settings = LightingSettings.model_construct(mode="strobe", intensity_pct=150.0, pulse_width_ms=60.0, channel=1)
+    with pytest.raises(DriverInitError, match="at most 50 ms"):
+        check_limits(settings)
+    assert strobe_max_pct(60.0) == 100.0 and strobe_max_pct(50.0) == 200.0 and strobe_max_pct(10.0) == 300.0
+    LightingSettings(mode="strobe", intensity_pct=150.0, pulse_width_ms=50.0)  # on the limit: fine
+
+
+@pytest.mark.parametrize("content", [b"part_number: caf\xe9\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"])
+def test_stray_non_utf8_yaml_in_profiles_dir_is_one_problem(cell, content, capsys):
+    stray = cell.parent / "stray.yaml"
+    stray.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        preflight(cell)
+    (problem,) = err.value.problems
+    assert problem.file == str(stray) and "not UTF-8" in problem.message
+    assert cli(["check", str(cell)]) == 1
+    assert capsys.readouterr().err.count("error:") == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("part_number: HX-M8x40-8.8", 'part_number: "HX\\u202EM8"', "part_number"),
+        ("part_number: HX-M8x40-8.8", 'part_number: "HX\\x1b[31m"', "part_number"),
+        ("part_number: HX-M8x40-8.8", "part_number: " + "X" * 65, "part_number"),
+        ("description: Hex", 'description: "Hex\\nPASS"  #', "description"),
+    ],
+)
+def test_strings_that_travel_refuse_control_and_bidi_characters(profiles_copy, old, new, field, capsys):
+    profile = profiles_copy / "m8x40-hex.yaml"
+    line = _edit(profile, old, new)
+    assert cli(["check", str(profile)]) == 1
+    err = capsys.readouterr().err
+    assert f"{profile}:{line}: {field}:" in err and len(err.strip().splitlines()) == 1
+
+
+def test_profile_file_name_is_a_profile_name(cell, capsys):
+    bad = cell.parent / "m8\u202ex.yaml"
+    bad.write_text((cell.parent / "m8x40-hex.yaml").read_text())
+    assert cli(["check", str(cell)]) == 1
+    assert "profile name (the file name) bidi control U+202E" in capsys.readouterr().err
+
+
+def test_part_request_refuses_unsafe_part_ids_and_profiles():
+    ok = CELL_BOUND.validate_json(b'{"type": "part", "part_id": "P-0001", "profile": "m8x40-hex"}')
+    assert ok.part_id == "P-0001"
+    for bad in (b'{"type": "part", "part_id": "P\\u202e1"}', b'{"type": "part", "part_id": "P\\u0007"}',
+                b'{"type": "part", "part_id": "' + b"x" * 65 + b'"}',
+                b'{"type": "part", "part_id": "P1", "profile": "a\\u2066b"}'):
+        with pytest.raises(ValueError):
+            CELL_BOUND.validate_json(bad)
+
+
+def test_run_uses_the_same_preflight(cell, tmp_path):
+    import asyncio
+    import sys
+
+    _edit(cell, 'stage: {url: "sim://"', 'stage: {url: "serial:///dev/ttyS0?baud=1234"')
+
+    async def run() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cellctl", "run", "--config", str(cell), stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, err.decode()
+
+    code, err = asyncio.run(run())
+    assert code == 2 and "devices.stage.url: stage 'serial:///dev/ttyS0?baud=1234'" in err

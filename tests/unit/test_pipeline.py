@@ -1,0 +1,149 @@
+"""acquire -> analyse -> decide on the sim backends at time scale 0: no wall-clock budgets,
+milliseconds of mechanics; the one model is the committed INT8 student."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellctl.config import CellConfig, resolve_profile
+from cellctl.devices import CellDevices
+from cellctl.fault import Step
+from cellctl.inference import OnnxInferencer
+from cellctl.messages import Outcome, PartRequest
+from cellctl.pipeline import Acquisition, InvalidOutput, acquire, analyse, checked_scores
+from cellctl.sim.part import sample_part
+from cellctl.sim.world import WORLD_KEY, SimWorld
+from tests.conftest import PROFILES
+
+PROFILE = resolve_profile(PROFILES / "m8x40-hex.yaml")
+CONFIG = CellConfig.model_validate({"devices": {n: {"url": "sim://"} for n in
+                                                ("frame_camera", "line_camera", "stage", "lighting")}})
+
+
+@pytest.fixture(scope="module")
+def model() -> OnnxInferencer:
+    return OnnxInferencer(PROFILE.model_path, PROFILE.profile.model.sha256, 2)
+
+
+@pytest.fixture
+async def cell():
+    world = SimWorld(seed=5, time_scale=0.0)
+    devices = CellDevices.build(CONFIG, {WORLD_KEY: world})
+    await devices.connect(5.0)
+    await devices.start(CONFIG.timeouts)
+    await devices.configure(PROFILE, 5.0)
+    executor = ThreadPoolExecutor(max_workers=1)
+    yield world, devices, executor
+    await devices.close()
+    executor.shutdown(wait=True)
+
+
+def _place(world: SimWorld, part_id: str, defective: bool) -> None:
+    rng = np.random.default_rng([5, int(part_id[1:])])
+    world.fixture = sample_part(rng, PROFILE.profile.geometry, part_id, defective)
+
+
+async def _inspect(cell, part_id="P1", defective=False, inferencer=None, model=None):
+    world, devices, executor = cell
+    acq = Acquisition(PartRequest(part_id=part_id), PROFILE.name, PROFILE, 1, 0.0)
+    acq = await acquire(devices, acq, CONFIG.timeouts)
+    return acq, await analyse(acq, {PROFILE.model_path: inferencer or model}, executor, 60.0)
+
+
+class _Answer:
+    """An inferencer that answers what a broken model or runtime would."""
+
+    def __init__(self, answer):
+        self.answer, self.path, self.sha256 = answer, Path("broken.onnx"), "0" * 64
+
+    def infer(self, batch):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer(len(batch))
+
+
+async def test_a_clean_part_is_acquired_whole_and_passes_and_the_light_is_off_after(cell, model):
+    world = cell[0]
+    _place(world, "P1", defective=False)
+    acq, result = await _inspect(cell, model=model)
+    assert acq.fault is None and len(acq.head_frames) == 4 and acq.strip is not None
+    assert world.light_gain == 0.0
+    assert result.decision.outcome is Outcome.PASS and set(result.scores) == {v.name for v in PROFILE.views}
+    assert result.model_sha256 == PROFILE.profile.model.sha256
+
+
+async def test_a_defective_part_is_rejected(cell, model):
+    _place(cell[0], "P2", defective=True)
+    _, result = await _inspect(cell, "P2", model=model)
+    assert result.decision.outcome is Outcome.REJECT
+
+
+@pytest.mark.parametrize(("flag", "step"), [
+    ("frame_timeouts", Step.FRAME),
+    ("frame_disconnects", Step.TRIGGER),
+    ("strip_timeouts", Step.STRIP),
+])
+async def test_a_lost_view_is_a_fault_of_its_step_and_recheck(cell, model, flag, step):
+    world = cell[0]
+    _place(world, "P3", defective=False)
+    setattr(world.faults, flag, 1)
+    acq, result = await _inspect(cell, "P3", model=model)
+    assert acq.fault is not None and acq.fault.step is step
+    assert result.decision.outcome is Outcome.RECHECK and result.decision.reason.startswith(f"{step.value}: ")
+    assert world.light_gain == 0.0
+
+
+async def test_an_incomplete_frame_is_recheck_not_scored(cell, model):
+    world = cell[0]
+    _place(world, "P4", defective=False)
+    world.faults.incomplete_frames = 1
+    _, result = await _inspect(cell, "P4", model=model)
+    assert result.decision.outcome is Outcome.RECHECK and result.decision.reason.startswith("preprocess: incomplete")
+
+
+async def test_an_empty_fixture_is_recheck(cell, model):
+    cell[0].fixture = None
+    _, result = await _inspect(cell, "P5", model=model)
+    assert result.decision.outcome is Outcome.RECHECK and "brightness" in result.decision.reason
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    (lambda n: np.full(n, np.nan, np.float32), "infer: non-finite model output"),
+    (lambda n: np.full(n, 1.7, np.float32), "infer: model output 1.7..1.7 outside [0, 1]"),
+    (lambda n: np.zeros(n + 1, np.float32), "infer: model output shape"),
+    (lambda n: np.zeros(n, np.int64), "infer: model output of type int64"),
+    (RuntimeError("onnxruntime: bad allocation"), "infer: onnxruntime: bad allocation"),
+])
+async def test_a_model_output_that_cannot_be_trusted_is_recheck(cell, answer, expected):
+    _place(cell[0], "P6", defective=False)
+    _, result = await _inspect(cell, "P6", inferencer=_Answer(answer))
+    assert result.decision.outcome is Outcome.RECHECK and result.decision.reason.startswith(expected)
+    assert result.scores == {}
+
+
+async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
+    world, devices, executor = cell
+    _place(world, "P7", defective=False)
+    acq = await acquire(devices, Acquisition(PartRequest(part_id="P7"), PROFILE.name, PROFILE, 1, 0.0),
+                        CONFIG.timeouts)
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stuck(n):
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()  # holds the thread until released
+        return np.zeros(n, np.float32)
+
+    result = await analyse(acq, {PROFILE.model_path: _Answer(stuck)}, executor, 0.01)
+    release.set()
+    assert result.decision.outcome is Outcome.RECHECK and result.decision.reason == "infer: no result within 0.01 s"
+
+
+def test_checked_scores_accepts_n_or_n_by_1_probabilities_only():
+    assert checked_scores(np.array([[0.1], [0.9]], np.float32), 2).tolist() == pytest.approx([0.1, 0.9])
+    with pytest.raises(InvalidOutput):
+        checked_scores(np.array([0.1, -0.2]), 2)
