@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -143,9 +144,9 @@ class Cell:
         for rp in profiles.values():
             if rp.model_path in self.inferencers:
                 continue
-            model: Inferencer = await loop.run_in_executor(
-                self._executor, OnnxInferencer, rp.model_path, rp.profile.model.sha256, self.config.inference_threads
-            )
+            load = functools.partial(OnnxInferencer, rp.model_path, rp.profile.model.sha256,
+                                     self.config.inference_threads, input_size_px=rp.profile.preprocess.input_size_px)
+            model: Inferencer = await loop.run_in_executor(self._executor, load)
             if self.hooks.wrap_inferencer is not None:
                 model = self.hooks.wrap_inferencer(model)
             self.inferencers[rp.model_path] = model
@@ -176,7 +177,7 @@ class Cell:
             log.info("signal.reload", signal="SIGHUP")
             self.request_reload()
 
-        handlers: dict[signal.Signals, Callable[[], None]] = {
+        handlers: dict[signal.Signals, Callable[[], object]] = {
             signal.SIGTERM: lambda: stopping("SIGTERM"),
             signal.SIGINT: lambda: stopping("SIGINT"),
             signal.SIGHUP: reload,

@@ -57,8 +57,12 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="cellctl", description="Controller of an MPI inspection cell for fasteners.")
     ap.add_argument("--version", action="version", version=f"cellctl {__version__}")
-    ap.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
-                    help="default: info (sim on a terminal: warning, the progress line is the display)")
+    ap.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (sim on a terminal: warning, the progress line is the display)",
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate cell configs and part profiles")
@@ -70,35 +74,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="run the simulated cell: daemon + simulated robot, then a summary")
     p.add_argument("--parts", type=positive_int, default=50, help="fasteners to inspect, >= 1 (default 50)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="simulator seed, >= 0 (default 1)")
-    p.add_argument("--defect-rate", type=fraction, default=0.1,
-                   help="fraction of defective parts, in [0, 1] (default 0.1)")
+    p.add_argument(
+        "--defect-rate", type=fraction, default=0.1, help="fraction of defective parts, in [0, 1] (default 0.1)"
+    )
     p.add_argument("--profile", default=None, help="part profile name (default: the config's default_profile)")
-    p.add_argument("--time-scale", type=non_negative_float, default=0.0,
-                   help="1 = real-time mechanics and transfers, 0 = none (default 0)")
+    p.add_argument(
+        "--time-scale",
+        type=non_negative_float,
+        default=0.0,
+        help="1 = real-time mechanics and transfers, 0 = none (default 0)",
+    )
     p.add_argument("--config", type=existing_file, default=None, help="cell config (default: the embedded sim cell)")
-    p.add_argument("--records", type=output_file, default=None,
-                   help="keep the SQLite records here (default: temporary)")
+    p.add_argument(
+        "--records", type=output_file, default=None, help="keep the SQLite records here (default: temporary)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--faults", default="", metavar="NAME[,NAME...]",
-                   help="inject these named faults at random parts, deterministic for --seed "
-                        "(e.g. camera-timeout,disk-full; see README)")
-    p.add_argument("--export", type=output_dir, default=None, metavar="DIR",
-                   help="instead of running the cell, write labelled renders of --parts parts to DIR "
-                        "(DIR/head/{good,defect}, DIR/shank/{good,defect}) for cellctl eval / quantize")
+    p.add_argument(
+        "--faults",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="inject these named faults at random parts, deterministic for --seed "
+        "(e.g. camera-timeout,disk-full; see README)",
+    )
+    p.add_argument(
+        "--export",
+        type=output_dir,
+        default=None,
+        metavar="DIR",
+        help="instead of running the cell, write labelled renders of --parts parts to DIR "
+        "(DIR/head/{good,defect}, DIR/shank/{good,defect}) for cellctl eval / quantize",
+    )
 
     p = sub.add_parser("eval", help="score the decision path on a folder of labelled images")
     p.add_argument("dir", type=existing_dir, metavar="DIR")
     p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--config", type=existing_file, default=None,
-                   help="cell config whose profiles_dir holds the profile")
+    p.add_argument(
+        "--config", type=existing_file, default=None, help="cell config whose profiles_dir holds the profile"
+    )
     p.add_argument("--model", type=existing_file, default=None, help="score this ONNX file instead of the profile's")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("quantize", help="INT8 static post-training quantization of an ONNX student")
     p.add_argument("model", type=existing_file, help="FP32 ONNX file")
     p.add_argument("output", type=output_file, help="INT8 ONNX file to write")
-    p.add_argument("--calibration", type=existing_dir, required=True, metavar="DIR",
-                   help="images in the eval layout (DIR/head/..., DIR/shank/...)")
+    p.add_argument(
+        "--calibration",
+        type=existing_dir,
+        required=True,
+        metavar="DIR",
+        help="images in the eval layout (DIR/head/..., DIR/shank/...)",
+    )
     p.add_argument("--profile", required=True, help="profile whose preprocessing the model expects")
     p.add_argument("--config", type=existing_file, default=None)
     p.add_argument("--max-images", type=positive_int, default=200, help="calibration images, >= 1 (default 200)")
@@ -109,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="model latency per view and per part, FP32 and INT8 side by side (JSON)")
     p.add_argument("--profile", default="m8x40-hex", help="profile name or YAML path (default m8x40-hex)")
     p.add_argument("--config", type=existing_file, default=None)
-    p.add_argument("--fp32", type=existing_file, default=None,
-                   help="FP32 model to compare (default: beside the INT8 one)")
+    p.add_argument(
+        "--fp32", type=existing_file, default=None, help="FP32 model to compare (default: beside the INT8 one)"
+    )
     p.add_argument("--rounds", type=positive_int, default=50, help="timed rounds, >= 1 (default 50)")
     return ap
 
@@ -145,6 +171,9 @@ def _failed(exc: Exception, debug: bool) -> int:
         print(f"error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     detail = printable(" ".join(str(exc).split()))[:300]
-    print(f"error: internal error: {type(exc).__name__}: {detail} "
-          "(please report; run with --log-level debug for details)", file=sys.stderr)
+    print(
+        f"error: internal error: {type(exc).__name__}: {detail} "
+        "(please report; run with --log-level debug for details)",
+        file=sys.stderr,
+    )
     return EXIT_INTERNAL

@@ -25,9 +25,14 @@ def view_batch(rp: ResolvedProfile, data: np.ndarray, fmt: str, kind: str) -> np
 
 
 def _empty() -> dict[str, Any]:
-    return {"n": 0, "correct": 0, "escapes": 0, "false_rejects": 0, "recheck": 0,
-            "confusion": {"good": {"good": 0, "defect": 0, "recheck": 0},
-                          "defect": {"good": 0, "defect": 0, "recheck": 0}}}
+    return {
+        "n": 0,
+        "correct": 0,
+        "escapes": 0,
+        "false_rejects": 0,
+        "recheck": 0,
+        "confusion": {"good": {"good": 0, "defect": 0, "recheck": 0}, "defect": {"good": 0, "defect": 0, "recheck": 0}},
+    }
 
 
 def evaluate(rp: ResolvedProfile, infer: Callable[[np.ndarray], np.ndarray], root: Path) -> dict[str, Any]:
@@ -58,4 +63,8 @@ def evaluate(rp: ResolvedProfile, infer: Callable[[np.ndarray], np.ndarray], roo
         s["accuracy"] = round(s.pop("correct") / s["n"], 4)
         s["escape_rate"] = round(s["escapes"] / n_def, 4) if n_def else None
         s["false_reject_rate"] = round(s["false_rejects"] / n_good, 4) if n_good else None
-    return {"profile": rp.name, "threshold": threshold, **{k: stats[k] for k in ("head", "shank", "total") if k in stats}}
+    return {
+        "profile": rp.name,
+        "threshold": threshold,
+        **{k: stats[k] for k in ("head", "shank", "total") if k in stats},
+    }

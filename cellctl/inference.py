@@ -57,7 +57,7 @@ def verify_model(path: Path, input_size_px: int | None) -> list[str]:
     """
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return [f"onnxruntime cannot load it: {first}"]
     return interface_problems(session, input_size_px)

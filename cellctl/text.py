@@ -15,9 +15,7 @@ from pydantic import AfterValidator, Field
 
 # Unicode bidi controls (LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI, PDI; LRM, RLM, ALM) and the
 # line/paragraph separators that split a line as a newline does.
-BIDI_CONTROLS = frozenset(
-    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C, 0x2028, 0x2029]
-)
+BIDI_CONTROLS = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C, 0x2028, 0x2029])
 
 NAME_MAX = 64  # part ids, profile names, part numbers, cell ids
 TEXT_MAX = 200  # free text such as a profile's description
@@ -53,5 +51,14 @@ SafeName = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidat
 SafeText = Annotated[str, Field(min_length=0, max_length=TEXT_MAX), AfterValidator(_verify_safe)]
 SafePath = Annotated[str, Field(min_length=1, max_length=PATH_MAX), AfterValidator(_verify_safe)]
 
-__all__ = ["BIDI_CONTROLS", "NAME_MAX", "PATH_MAX", "TEXT_MAX", "SafeName", "SafePath", "SafeText",
-           "printable", "unsafe_character"]
+__all__ = [
+    "BIDI_CONTROLS",
+    "NAME_MAX",
+    "PATH_MAX",
+    "TEXT_MAX",
+    "SafeName",
+    "SafePath",
+    "SafeText",
+    "printable",
+    "unsafe_character",
+]

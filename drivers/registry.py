@@ -98,9 +98,7 @@ class BackendRegistry:
         target = table.get(url.scheme)
         if target is None:
             known = ", ".join(f"{s}://" for s in sorted(self.backends))
-            raise DriverUnavailable(
-                f"{self.kind}: unknown URL scheme {url.scheme!r} in {url.raw!r}; known: {known}"
-            )
+            raise DriverUnavailable(f"{self.kind}: unknown URL scheme {url.scheme!r} in {url.raw!r}; known: {known}")
         return target
 
     def _import(self, url: DeviceUrl, target: str) -> Any:

@@ -4,13 +4,15 @@ A command is written whole, the answer read up to a terminator with a deadline, 
 failure becomes a driver error: a silent device a DriverTimeout, a vanished port (USB
 adapter unplugged, emulator gone) a DriverIOError, after which the link is closed and may be
 opened again. ``shutdown`` returns within its bound even while a transaction waits on a
-silent device: the transaction is aborted at its next read chunk. ``serial_for_url`` accepts device paths and pyserial URLs (``socket://``,
-``rfc2217://``) alike, so drivers reach TCP serial servers through the same code.
+silent device: the transaction is aborted at its next read chunk. ``serial_for_url``
+accepts device paths and pyserial URLs (``socket://``, ``rfc2217://``) alike, so drivers
+reach TCP serial servers through the same code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import termios
 import time
 from collections.abc import Callable
@@ -41,9 +43,7 @@ Baud = Annotated[int, AfterValidator(_known_baud)]  # for the options models of 
 def serial_port(url: DeviceUrl, kind: str) -> str:
     """What pyserial opens for ``serial:///dev/ttyUSB0`` or ``socket://host:port``."""
     if url.scheme not in ("serial", "socket") or not url.location:
-        raise DriverInitError(
-            f"{kind} {url.raw!r}: no port, not serial:///dev/<port> or socket://<host>:<port>"
-        )
+        raise DriverInitError(f"{kind} {url.raw!r}: no port, not serial:///dev/<port> or socket://<host>:<port>")
     return f"socket://{url.location}" if url.scheme == "socket" else url.location
 
 
@@ -52,7 +52,7 @@ class SerialLink:
         self.port = port
         self.baudrate = baudrate
         self.name = name
-        self._serial: serial.SerialBase | None = None
+        self._serial: serial.Serial | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{name}")
         self._lock = asyncio.Lock()  # one transaction at a time: answers must not interleave
         self._aborted = False  # set by shutdown(): a transaction in the thread gives up at once
@@ -67,8 +67,13 @@ class SerialLink:
     def _open(self) -> None:
         try:
             self._serial = serial.serial_for_url(
-                self.port, baudrate=self.baudrate, bytesize=8, parity="N", stopbits=1,
-                timeout=READ_CHUNK_S, write_timeout=1.0,
+                self.port,
+                baudrate=self.baudrate,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=READ_CHUNK_S,
+                write_timeout=1.0,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DriverIOError(f"{self.name}: cannot open {self.port}: {exc}") from exc
@@ -78,10 +83,8 @@ class SerialLink:
 
     def _close(self) -> None:
         if self._serial is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):  # the port may already be gone
                 self._serial.close()
-            except (serial.SerialException, OSError):
-                pass  # the port may already be gone
             self._serial = None
 
     async def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:

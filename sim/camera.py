@@ -197,14 +197,30 @@ class SimFrameCamera(_SimStream):
         faults.incomplete_frames -= short
         self._spawn(self._expose(self._expect(), s, part, angle, gain, self._frame_id, short))
 
-    async def _expose(self, slot: asyncio.Future[Frame | None], s: FrameCameraSettings, part: Any, angle: float,
-                      gain: float, frame_id: int, short: bool) -> None:
+    async def _expose(
+        self,
+        slot: asyncio.Future[Frame | None],
+        s: FrameCameraSettings,
+        part: Any,
+        angle: float,
+        gain: float,
+        frame_id: int,
+        short: bool,
+    ) -> None:
         await self._world.clock.sleep(s.exposure_us * 1e-6)
         data = await asyncio.to_thread(self._render, s, part, angle, gain)
         await self._world.clock.sleep(data.nbytes / GIGE_BYTES_PER_S)
         if short:  # packets lost for good: the buffer ends early, as GenTL hands it on
-            self._fill(slot, Frame(data.reshape(-1)[: data.size // 2].copy(), s.pixel_format, frame_id,
-                                   time.monotonic(), complete=False))
+            self._fill(
+                slot,
+                Frame(
+                    data.reshape(-1)[: data.size // 2].copy(),
+                    s.pixel_format,
+                    frame_id,
+                    time.monotonic(),
+                    complete=False,
+                ),
+            )
         else:
             self._fill(slot, Frame(data, s.pixel_format, frame_id, time.monotonic()))
 
@@ -268,8 +284,9 @@ class SimLineScanCamera(_SimStream):
             part, gain = self._scene or (None, 0.0)
             self._spawn(self._deliver(self._expect(), s, part, gain, self._frame_id))
 
-    async def _deliver(self, slot: asyncio.Future[Frame | None], s: LineScanSettings, part: Any, gain: float,
-                       frame_id: int) -> None:
+    async def _deliver(
+        self, slot: asyncio.Future[Frame | None], s: LineScanSettings, part: Any, gain: float, frame_id: int
+    ) -> None:
         data = await asyncio.to_thread(self._render, s, part, gain)
         # lines stream while the part turns; only the last block is still on the wire
         await self._world.clock.sleep(s.line_width_px * 64 * _bytes_per_pixel(s.pixel_format) / GIGE_BYTES_PER_S)

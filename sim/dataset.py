@@ -47,7 +47,7 @@ def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray,
     xs, ys = [], []
     for r in iter_parts(rp, seed, count, defect_rate):
         batch = prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess).batch
-        for x, y in zip(batch, r.labels):
+        for x, y in zip(batch, r.labels, strict=True):
             if y is not None:  # ambiguous crops teach nothing reliable
                 xs.append(x)
                 ys.append(float(y))

@@ -41,8 +41,12 @@ EMULATORS = {("stage", "scl"): _scl, ("lighting", "gardasoft"): _gardasoft}
 
 
 async def serve_emulated(
-    cell: CellConfig, world: SimWorld, stack: contextlib.AsyncExitStack, *,
-    link_dir: Path | None = None, emulators: dict[str, Any] | None = None,
+    cell: CellConfig,
+    world: SimWorld,
+    stack: contextlib.AsyncExitStack,
+    *,
+    link_dir: Path | None = None,
+    emulators: dict[str, Any] | None = None,
 ) -> CellConfig:
     """Start an emulator for every ``emulator://`` device; the config with their pty URLs.
     ``emulators`` (if given) receives each emulator by device name, for fault injection."""
@@ -55,8 +59,16 @@ async def serve_emulated(
         start = EMULATORS.get((name, url.location))
         if start is None:
             known = ", ".join(f"{d}: emulator://{k}" for d, k in EMULATORS)
-            raise ConfigError([Problem("cell config", 0, f"devices.{name}.url",
-                                       f"no emulator {device.url!r} for {name} (have: {known})")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "cell config",
+                        0,
+                        f"devices.{name}.url",
+                        f"no emulator {device.url!r} for {name} (have: {known})",
+                    )
+                ]
+            )
         emulator, served = await start(world, url, link_dir)
         stack.push_async_callback(emulator.close)
         if emulators is not None:

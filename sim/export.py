@@ -17,13 +17,15 @@ from cellctl.sim.dataset import iter_parts
 from cellctl.vision.images import write_camera_image
 
 
-def export_parts(out: Path, profile_name: str, config: Path | None, parts: int, seed: int, defect_rate: float) -> dict[str, int]:
+def export_parts(
+    out: Path, profile_name: str, config: Path | None, parts: int, seed: int, defect_rate: float
+) -> dict[str, int]:
     rp, _, _ = find_profile(profile_name, config, verify_model=False)  # renders need no model
     counts: Counter[str] = Counter()
     angles = rp.profile.head_positions_deg
     for r in iter_parts(rp, seed, parts, defect_rate):
         pid = r.part.part_id
-        for view, label in zip(rp.views, r.labels):
+        for view, label in zip(rp.views, r.labels, strict=True):
             if view.kind != "head" or label is None:
                 continue
             data, fmt = r.head_frames[view.source]

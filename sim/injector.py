@@ -20,12 +20,16 @@ that part alone:
   SQLITE_FULL (a small row would otherwise still fit in a page with room left). Both are lifted
   once the cell reports itself blocked on its records, as an operator freeing the disk would.
 - daemon-kill: at the part's inference the injector calls ``kill_point`` (the child daemon
-  tells its parent, which sends SIGKILL) and holds the inference until the signal lands.
+  tells its parent, which sends SIGKILL) and holds the inference until the signal lands;
+- sighup: at the part's inference (accepted, acquired, not yet judged: mid-part) the daemon's
+  process gets SIGHUP, as from ``systemctl reload``; the cell reloads its profiles between parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -51,6 +55,15 @@ RESTORE_AFTER_S = 0.2  # simulated seconds between the cell blocking and the dis
 RECORDS_FAULT_MAX_S = 10.0  # lift a records fault even if the cell never reports blocked (wall)
 BLOCK_POLL_S = 0.02  # how often the cell state is read while a records fault is on
 UNLIMITED_PAGES = 1073741823
+# world faults: the ``world.faults`` field each sets for its part, and the value it sets
+WORLD_FAULTS: dict[str, tuple[str, int | bool]] = {
+    "camera-timeout": ("frame_timeouts", 1),
+    "camera-disconnect": ("frame_disconnects", 1),
+    "incomplete-frame": ("incomplete_frames", 1),
+    "stepper-alarm": ("stage_alarm_bits", OVER_TEMPERATURE),
+    "light-fault": ("light_dead", True),
+    "profile-refused": ("configure_refusals", 1),
+}
 
 
 def _records_fault(fault: str) -> Callable[[sqlite3.Connection], None]:
@@ -63,21 +76,29 @@ def _records_fault(fault: str) -> Callable[[sqlite3.Connection], None]:
         db.execute("CREATE TEMP TABLE IF NOT EXISTS sim_disk_full(x BLOB)")
         temp_pages = db.execute("PRAGMA temp.page_count").fetchone()[0]
         db.execute(f"PRAGMA temp.max_page_count = {int(temp_pages)}")
-        tables = [r[0] for r in db.execute(
-            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            r[0]
+            for r in db.execute("SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
         for k, table in enumerate(tables):
             quoted = '"' + table.replace('"', '""') + '"'
             for op in ("INSERT", "UPDATE", "DELETE"):
-                db.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS sim_disk_full_{k}_{op.lower()} AFTER {op} "
-                           f"ON main.{quoted} BEGIN INSERT INTO sim_disk_full VALUES (zeroblob(65536)); END")
+                db.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS sim_disk_full_{k}_{op.lower()} AFTER {op} "
+                    f"ON main.{quoted} BEGIN INSERT INTO sim_disk_full VALUES (zeroblob(65536)); END"
+                )
 
     return apply
 
 
 def _records_restore(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA query_only = 0")
-    names = [r[0] for r in db.execute(
-        "SELECT name FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'sim_disk_full_%'")]
+    names = [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'sim_disk_full_%'"
+        )
+    ]
     for name in names:
         db.execute(f'DROP TRIGGER IF EXISTS temp."{name}"')
     db.execute("DROP TABLE IF EXISTS temp.sim_disk_full")
@@ -106,8 +127,9 @@ class FaultyInferencer:
 
 
 class FaultInjector:
-    def __init__(self, world: SimWorld, emulators: dict[str, Any], *,
-                 kill_point: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, world: SimWorld, emulators: dict[str, Any], *, kill_point: Callable[[str], None] | None = None
+    ) -> None:
         self.world = world
         self.emulators = emulators  # by device name: "stage" (SCL), "lighting" (Gardasoft)
         self.kill_point = kill_point
@@ -118,7 +140,7 @@ class FaultInjector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._records_on = False
         self._records_lock = threading.Lock()
-        self._killed: set[str] = set()
+        self._killed: set[str] = set()  # parts whose signal was sent (sighup, daemon-kill)
         self._unplugged = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -127,8 +149,9 @@ class FaultInjector:
     def hooks(self) -> CellHooks:
         from cellctl.app import CellHooks  # the core's seam; imported where the cell is built
 
-        return CellHooks(wrap_inferencer=lambda inner: FaultyInferencer(inner, self),
-                         records_opened=self._records_opened)
+        return CellHooks(
+            wrap_inferencer=lambda inner: FaultyInferencer(inner, self), records_opened=self._records_opened
+        )
 
     def attach(self, cell: Cell) -> None:
         """The cell whose state tells when a records fault has blocked it."""
@@ -155,19 +178,9 @@ class FaultInjector:
             return
         self.armed = (part.part_id, fault)
         self.fired[part.part_id] = fault
-        f = self.world.faults
-        if fault == "camera-timeout":
-            f.frame_timeouts = 1
-        elif fault == "camera-disconnect":
-            f.frame_disconnects = 1
-        elif fault == "incomplete-frame":
-            f.incomplete_frames = 1
-        elif fault == "stepper-alarm":
-            f.stage_alarm_bits = OVER_TEMPERATURE
-        elif fault == "light-fault":
-            f.light_dead = True
-        elif fault == "profile-refused":
-            f.configure_refusals = 1
+        if fault in WORLD_FAULTS:
+            name, value = WORLD_FAULTS[fault]
+            setattr(self.world.faults, name, value)
         elif fault == "serial-garbage":
             self.emulators["stage"].send_garbage(GARBAGE)
         elif fault == "serial-unplug":
@@ -183,10 +196,12 @@ class FaultInjector:
             await self.emulators["stage"].replug()
 
     async def _disarm(self) -> None:
+        """Take back what is left of the last part's fault (and only that: a test may have set
+        other world faults for the whole run)."""
+        if self.armed is not None and self.armed[1] in WORLD_FAULTS:
+            name, value = WORLD_FAULTS[self.armed[1]]
+            setattr(self.world.faults, name, type(value)())  # 0 / False
         self.armed = None
-        f = self.world.faults
-        f.frame_timeouts = f.frame_disconnects = f.incomplete_frames = f.configure_refusals = 0
-        f.stage_alarm_bits, f.light_dead = 0, False
         if self._unplugged:  # the replug is still due: plug in before the next part
             self._unplugged = False
             await self.emulators["stage"].replug()
@@ -207,6 +222,10 @@ class FaultInjector:
         part_id, fault = armed
         if fault in ("records-readonly", "disk-full"):
             self._apply_records_fault(part_id, fault)
+        elif fault == "sighup" and part_id not in self._killed:
+            self._killed.add(part_id)
+            log.info("sim.sighup", part_id=part_id)
+            os.kill(os.getpid(), signal.SIGHUP)  # the cell's handler runs on the loop
         elif fault == "daemon-kill" and self.kill_point is not None and part_id not in self._killed:
             self._killed.add(part_id)
             log.warning("sim.kill_point", part_id=part_id, fault=fault)
@@ -244,7 +263,7 @@ class FaultInjector:
             self._records_on = False
         try:
             await self._records.on_thread(_records_restore)
-        except Exception as exc:  # records already closed (the cell stopped): nothing to restore
+        except Exception as exc:  # noqa: BLE001 - records already closed (the cell stopped): nothing to restore
             log.warning("sim.records_restore_failed", error=str(exc))
             return
         log.info("sim.records_restored")

@@ -40,7 +40,7 @@ class SimLighting:
         self._connected = True
 
     async def configure(self, settings: LightingSettings, timeout_s: float) -> None:
-        self._usable()
+        self._usable(connected=False)  # as the Gardasoft driver: remembered, sent by on()
         check_limits(settings)  # what the controller would refuse, refused here too
         self._settings = settings
 

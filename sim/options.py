@@ -14,6 +14,9 @@ from cellctl.drivers import SettingsModel
 class SimOptions(SettingsModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="simulator seed")
     time_scale: float = Field(
-        default=1.0, ge=0.0, le=1000.0, allow_inf_nan=False,
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        allow_inf_nan=False,
         description="1 = real-time mechanics and transfers, 0 = none",
     )

@@ -96,8 +96,8 @@ def sample_part(rng: np.random.Generator, geometry: SimGeometry, part_id: str, d
 
 def _indication(rng: np.random.Generator, g: SimGeometry) -> Indication:
     region: Region = "head" if rng.random() < 1 / 3 else "shank"
-    kind: IndicationKind = rng.choice(["crack", "crack", "seam", "mark"]) if region == "shank" else rng.choice(
-        ["crack", "crack", "mark"]
+    kind: IndicationKind = (
+        rng.choice(["crack", "crack", "seam", "mark"]) if region == "shank" else rng.choice(["crack", "crack", "mark"])
     )
     if region == "head":
         # on the head flank or in the under-head fillet, where forging and quench cracks start

@@ -33,8 +33,17 @@ END = b"\r"  # both emulated devices end a command with CR
 class PtyPort:
     """One serial line on a pty; ``on_line`` gets every line (without CR, maybe empty)."""
 
-    def __init__(self, name: str, on_line: Callable[[str], None], *, events: str, link_dir: Path | None = None,
-                 ignored: bytes = b"", max_line_bytes: int = 0, on_overflow: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        on_line: Callable[[str], None],
+        *,
+        events: str,
+        link_dir: Path | None = None,
+        ignored: bytes = b"",
+        max_line_bytes: int = 0,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name  # also the symlink's name in link_dir
         self.link_dir = link_dir
         self.path: str | None = None  # what the driver opens: the symlink with link_dir, else the pty

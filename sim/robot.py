@@ -12,8 +12,8 @@ verdicts name it.
 
 With a fault plan (``sim/faults.py``) the robot places each part together with its planned
 fault, isolates a faulted part (it goes in once every earlier part has its verdict, the next
-one once it has its own) so the fault's effects belong to that part alone, asks for the other
-profile for ``profile-refused`` and signals the daemon for ``sighup`` once the part is announced.
+one once it has its own) so the fault's effects belong to that part alone, and asks for the
+other profile for ``profile-refused``. Robot-link faults (next issue) act here, on the link.
 """
 
 from __future__ import annotations
@@ -41,14 +41,10 @@ PICK_AND_PLACE_S = 1.2  # take the inspected part out, put the next one in
 
 
 class CellSide(Protocol):
-    """What the robot does to the cell besides the link: the physical hand-over and, for
-    fault injection, the signals an operator or the plant would send."""
+    """What the robot does to the cell besides the link: the physical hand-over."""
 
     async def place(self, part: SimPart | None, fault: str | None) -> None:
         """``part`` is in the fixture now (the cell's cameras see it), ``fault`` planned for it."""
-
-    async def announced(self, part_id: str, fault: str | None) -> None:
-        """The part request for ``part_id`` has been sent."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +98,8 @@ class SimRobot:
         self.duplicates = 0  # resends of a verdict already acknowledged
         self.rejudged = 0  # a second verdict (another seq) for a part already sorted
         self.reannounced = 0  # parts announced again to a cell that never took them
+        self.stale_readies = 0  # readies of a cell that died before they were answered
+        self._generation = 0  # bumped when the cell process is known to have died
         self.done = asyncio.Event()
 
     async def start(self) -> None:
@@ -133,7 +131,7 @@ class SimRobot:
                 log.warning("robot.malformed", size=len(raw))
                 continue
             if isinstance(message, Ready):
-                task = asyncio.create_task(self._on_ready(identity, message))
+                task = asyncio.create_task(self._on_ready(identity, message, self._generation))
                 self._feeding.add(task)
                 task.add_done_callback(self._feeding.discard)
             elif isinstance(message, Verdict):
@@ -141,8 +139,27 @@ class SimRobot:
             elif isinstance(message, Heartbeat):
                 await self._sock.send_multipart([identity, encode(Heartbeat(sender="sim-robot"))])
 
-    async def _on_ready(self, identity: bytes, ready: Ready) -> None:
+    @property
+    def in_fixture(self) -> str | None:
+        """The part announced last and not taken out yet (taken out at the next ready)."""
+        return self._in_fixture.part_id if self._in_fixture is not None else None
+
+    def cell_restarted(self) -> None:
+        """The cell's process died (its supervisor saw it): a ready it sent and that is not
+        answered yet asks for nothing any more; its successor sends its own."""
+        self._generation += 1
+
+    def _stale(self, generation: int, what: str) -> bool:
+        if generation == self._generation:
+            return False
+        self.stale_readies += 1
+        log.warning("robot.stale_ready", dropped=what)
+        return True
+
+    async def _on_ready(self, identity: bytes, ready: Ready, generation: int) -> None:
         async with self._lock:
+            if self._stale(generation, "ready"):
+                return
             current = self._in_fixture
             # a cell that predates the ``accepted`` field takes every announced part
             accepted = getattr(ready, "accepted", current.part_id if current is not None else None)
@@ -152,9 +169,9 @@ class SimRobot:
                 await self._send(identity, current)
                 return
             self._in_fixture = None  # taken out: the verdict says which bin
-            await self._feed(identity)
+            await self._feed(identity, generation)
 
-    async def _feed(self, identity: bytes) -> None:
+    async def _feed(self, identity: bytes, generation: int) -> None:
         if len(self.fed) >= self._parts:
             return  # input bin empty
         number = len(self.fed) + 1
@@ -172,8 +189,11 @@ class SimRobot:
         profile = self._other_profile if fault == "profile-refused" else self._profile
         request = PartRequest(part_id=part_id, profile=profile)
         self._in_fixture = request
+        # no await between this check and the send: an answer never reaches the successor of
+        # the cell that asked (it would take it as the answer to its own ready: two parts)
+        if self._stale(generation, part_id):
+            return  # in the fixture, not announced: the successor's ready gets it announced
         await self._send(identity, request)
-        await self._cell.announced(part_id, fault)
 
     async def _quiet(self) -> None:
         """Until every part fed so far has its verdict."""
@@ -195,7 +215,11 @@ class SimRobot:
         elif verdict.part_id in self.fed:
             part = self.fed[verdict.part_id]
             self.sorted[verdict.part_id] = Sorted(
-                verdict.part_id, part.defective, verdict.verdict.value, int(verdict.bin), verdict.seq,
+                verdict.part_id,
+                part.defective,
+                verdict.verdict.value,
+                int(verdict.bin),
+                verdict.seq,
                 verdict.latency_ms,
             )
             self.bins[int(verdict.bin)] += 1

@@ -1,7 +1,10 @@
-"""``cellctl sim``: the daemon and the simulated robot in one process, then a summary.
+"""``cellctl sim``: the daemon and the simulated robot, then a summary.
 
 Everything between them is real: ZeroMQ sockets (ipc), SQLite records, onnxruntime on the
-committed INT8 model, the daemon's own cycle, analysis and delivery code.
+committed INT8 model, the daemon's own pipeline and delivery code, the production serial
+drivers on pty emulators. The daemon runs in this process, or with ``--faults daemon-kill``
+as a child process (sim/daemon.py, supervised by sim/supervisor.py) that can be killed and
+restarted. ``--faults`` injects named faults (sim/faults.py, sim/injector.py).
 """
 
 from __future__ import annotations
@@ -10,38 +13,94 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
+import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cellctl.app import Cell
 from cellctl.commands.common import embedded_config, report
-from cellctl.config import ConfigError, Problem, load_cell, load_profiles
+from cellctl.config import ConfigError, Problem
 from cellctl.logs import configure
+from cellctl.sim.daemon import sim_cell
 from cellctl.sim.emulated import serve_emulated
+from cellctl.sim.faults import (
+    HARMLESS_TO_INSPECTION,
+    PROCESS_FAULTS,
+    RECORDS_FAULTS,
+    FaultNameError,
+    FaultPlan,
+    min_parts,
+    parse_fault_names,
+    plan_faults,
+)
+from cellctl.sim.injector import FaultInjector
+from cellctl.sim.part import SimPart
 from cellctl.sim.robot import SimRobot
-from cellctl.sim.world import WORLD_KEY, Faults, SimWorld
+from cellctl.sim.supervisor import ChildDaemon
+from cellctl.sim.world import WORLD_KEY, Faults, SimClock, SimWorld
+
+OUTCOMES = ("PASS", "REJECT", "RECHECK", "lost")
+EXIT_INTERRUPTED = 130
+
+
+def _durable_passes(records: Path) -> set[tuple[int, str]] | None:
+    """(seq, part_id) of every PASS in the records file; None if it cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{records}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT seq, part_id FROM inspections WHERE verdict = 'PASS'").fetchall()
+    except sqlite3.Error:
+        return None
+    return {(int(seq), str(part_id)) for seq, part_id in rows}
+
+
+def fault_figures(robot: SimRobot, records: Path) -> tuple[int, dict[str, Any]]:
+    """``passed_uninspected`` and the per-fault outcomes. A PASS is uninspected when a fault that
+    spoils the inspection struck its part; for a records fault, when no durable record holds it."""
+    durable = _durable_passes(records) if any(f in RECORDS_FAULTS for f in robot.faults.values()) else set()
+    uninspected = 0
+    per_fault: dict[str, Any] = {}
+    for part_id, fault in robot.faults.items():
+        entry = per_fault.setdefault(fault, {"injected": 0, "outcomes": dict.fromkeys(OUTCOMES, 0)})
+        entry["injected"] += 1
+        s = robot.sorted.get(part_id)
+        entry["outcomes"][s.verdict if s is not None else "lost"] += 1
+        if s is None or s.verdict != "PASS" or fault in HARMLESS_TO_INSPECTION:
+            continue
+        if fault in RECORDS_FAULTS and durable is not None and (s.seq, part_id) in durable:
+            continue  # the write that failed was not this verdict's: it is on record
+        uninspected += 1
+    return uninspected, per_fault
 
 
 def summarize(robot: SimRobot, elapsed_s: float, meta: dict[str, Any]) -> dict[str, Any]:
     sorted_ = robot.sorted.values()
+    # a run stopped by a signal may leave an announced part the cell never took: it waits in
+    # the fixture (the next start is told it again), it is not lost
+    waiting = robot.in_fixture if meta.get("interrupted") else None
+    in_fixture = int(waiting is not None and waiting not in robot.sorted)
     verdicts = {k: sum(1 for s in sorted_ if s.verdict == k) for k in ("PASS", "REJECT", "RECHECK")}
     latencies = np.array([s.latency_ms for s in sorted_]) if robot.sorted else np.zeros(1)
     return {
         "parts": len(robot.fed),
         "verdicts": verdicts,
         "delivered": len(robot.sorted),
-        "lost": len(robot.fed) - len(robot.sorted),
+        "lost": len(robot.fed) - len(robot.sorted) - in_fixture,
+        "in_fixture": in_fixture,
         "defective": sum(1 for p in robot.fed.values() if p.defective),
         "escapes": sum(1 for s in sorted_ if s.defective and s.verdict == "PASS"),
         "false_rejects": sum(1 for s in sorted_ if not s.defective and s.verdict == "REJECT"),
         "rechecks": verdicts["RECHECK"],
         "bins": {str(k): v for k, v in sorted(robot.bins.items())},
         "duplicate_verdicts": robot.duplicates,
+        "rejudged": robot.rejudged,
+        "reannounced": robot.reannounced,
+        "stale_readies": robot.stale_readies,
         "latency_ms": {
             "p50": round(float(np.percentile(latencies, 50)), 1),
             "p99": round(float(np.percentile(latencies, 99)), 1),
@@ -78,6 +137,48 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+class _LocalCell:
+    """The robot's ``CellSide`` when the daemon runs in this process."""
+
+    def __init__(self, injector: FaultInjector) -> None:
+        self._injector = injector
+
+    async def place(self, part: SimPart | None, fault: str | None) -> None:
+        await self._injector.place(part, fault)
+
+
+@contextlib.contextmanager
+def _interruptible(stop: asyncio.Event, interrupted: list[bool]) -> Iterator[None]:
+    """SIGINT/SIGTERM end the run with the partial summary (the cell, while it runs, installs
+    its own handlers for the same signals: they stop it, and the run ends too)."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        interrupted.append(True)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _until(robot: SimRobot, budget_s: float, stop: asyncio.Event, gave_up: asyncio.Event | None) -> bool:
+    """Wait until every part is sorted, ``stop`` is set, the child daemon gave up or the budget
+    is spent; True if the budget ran out."""
+    waits = [asyncio.create_task(robot.done.wait()), asyncio.create_task(stop.wait())]
+    if gave_up is not None:
+        waits.append(asyncio.create_task(gave_up.wait()))
+    done, pending = await asyncio.wait(waits, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return not done
+
+
 async def simulate(
     args: argparse.Namespace,
     workdir: Path,
@@ -85,62 +186,145 @@ async def simulate(
     faults: Faults | None = None,
     timeouts: dict[str, float] | None = None,
     robot_profile: str | None = None,
+    plan: FaultPlan | None = None,
 ) -> dict[str, Any]:
-    """Run the cell against the simulated robot. For tests: ``faults`` to inject, step
-    ``timeouts`` to shorten, ``robot_profile`` for the robot to request instead."""
+    """Run the cell against the simulated robot. For tests: ``faults`` to set in the world for
+    the whole run, step ``timeouts`` to shorten, ``robot_profile`` for the robot to request
+    instead, ``plan`` to place named faults on chosen parts (else from ``args.faults``)."""
     config_path = args.config or embedded_config()
-    cell_cfg = load_cell(config_path)
-    profiles = load_profiles(config_path, cell_cfg)
+    endpoint = f"ipc://{workdir / 'robot.sock'}"
+    cell_cfg, profiles = sim_cell(config_path, endpoint, timeouts)
     profile = args.profile or cell_cfg.default_profile
     if profile not in profiles:
-        raise ConfigError([Problem(str(config_path), 0, "--profile",
-                                   f"no profile {profile!r}; the cell has: {', '.join(sorted(profiles))}")])
-    endpoint = f"ipc://{workdir / 'robot.sock'}"
-    cell_cfg = cell_cfg.model_copy(update={
-        "robot": cell_cfg.robot.model_copy(update={"endpoint": endpoint}),
-        "timeouts": cell_cfg.timeouts.model_copy(update=timeouts or {}),
-    })
-    world = SimWorld(seed=args.seed, time_scale=args.time_scale,
-                     encoder_counts_per_rev=cell_cfg.devices.stage.encoder_counts_per_rev)
-    if faults is not None:
-        world.faults = faults
-    robot = SimRobot(endpoint, world, profiles[profile].profile.geometry, robot_profile or profile,
-                     args.parts, args.defect_rate, args.seed)
+        raise ConfigError(
+            [
+                Problem(
+                    str(config_path),
+                    0,
+                    "--profile",
+                    f"no profile {profile!r}; the cell has: {', '.join(sorted(profiles))}",
+                )
+            ]
+        )
+    if plan is None:
+        plan = plan_faults(parse_fault_names(getattr(args, "faults", "") or ""), args.parts, args.seed)
+    child = bool(PROCESS_FAULTS & set(plan.names))
+    others = sorted(p for p in profiles if p != profile)
     records = args.records or workdir / "records.db"
-    # a stalled cell must end the run, not hang CI: generous per-part allowance
-    budget_s = 120.0 + args.parts * (2.0 + 6.0 * args.time_scale)
+    clock = SimClock(args.time_scale)
+    # a stalled cell must end the run, not hang CI: generous per-part and per-fault allowance
+    budget_s = 120.0 + args.parts * (2.0 + 6.0 * args.time_scale) + 20.0 * len(plan.at)
+    stop, interrupted = asyncio.Event(), list[bool]()
+    meta: dict[str, Any] = {
+        "profile": profile,
+        "seed": args.seed,
+        "defect_rate": args.defect_rate,
+        "time_scale": args.time_scale,
+        "records": str(args.records) if args.records else None,
+        "faults_requested": list(plan.names),
+    }
     async with contextlib.AsyncExitStack() as stack:
-        cell_cfg = await serve_emulated(cell_cfg, world, stack)
-        await robot.start()
-        stack.push_async_callback(robot.close)
-        if sys.stderr.isatty() and not args.json:
-            stack.callback(sys.stderr.write, "\n")  # runs after the progress line stopped
-            stack.push_async_callback(_cancel, asyncio.create_task(_progress(robot, args.parts)))
-        async with Cell(cell_cfg, profiles, records, context={WORLD_KEY: world}) as cell:
-            stop = asyncio.Event()
+        stack.enter_context(_interruptible(stop, interrupted))
+
+        def make_robot(side: Any) -> SimRobot:
+            return SimRobot(
+                endpoint,
+                side,
+                clock,
+                profiles[profile].profile.geometry,
+                robot_profile or profile,
+                args.parts,
+                args.defect_rate,
+                args.seed,
+                plan=plan,
+                other_profile=others[0] if others else None,
+            )
+
+        if child:
+            log_path = _daemon_log(args, workdir)
+            spec = {
+                "config": str(config_path),
+                "records": str(records),
+                "endpoint": endpoint,
+                "seed": args.seed,
+                "time_scale": args.time_scale,
+                "timeouts": timeouts or {},
+                "link_dir": str(workdir),
+                "log": str(log_path),
+                "log_level": getattr(args, "log_level", None) or "info",
+            }
+            (workdir / "daemon.json").write_text(json.dumps(spec))
+            daemon = ChildDaemon(workdir / "daemon.json", workdir / "daemon.stderr")
+            robot = make_robot(daemon)
+            daemon.on_exit = robot.cell_restarted
+            await robot.start()
+            stack.push_async_callback(robot.close)
+            _show_progress(stack, robot, args)
             t0 = time.monotonic()
-
-            async def until_done() -> None:
-                try:
-                    await asyncio.wait_for(robot.done.wait(), budget_s)
-                finally:
-                    stop.set()
-
-            watcher = asyncio.create_task(until_done())
-            await cell.run(stop)
+            await daemon.start()
+            stack.push_async_callback(daemon.stop)
+            timed_out = await _until(robot, budget_s, stop, daemon.gave_up)
+            await daemon.stop()
             elapsed = time.monotonic() - t0
-            loop_lag = cell.loop_lag.summary()
-            await _cancel(watcher)
-    meta = {"profile": profile, "seed": args.seed, "defect_rate": args.defect_rate,
-            "time_scale": args.time_scale, "records": str(args.records) if args.records else None,
-            "loop_lag_ms": loop_lag}
+            meta.update(crashes=daemon.crashes, restarts=daemon.restarts, daemon_log=str(log_path), loop_lag_ms=None)
+        else:
+            from cellctl.app import Cell  # the composition root, as `cellctl run` builds it
+
+            world = SimWorld(
+                seed=args.seed,
+                time_scale=args.time_scale,
+                encoder_counts_per_rev=cell_cfg.devices.stage.encoder_counts_per_rev,
+            )
+            if faults is not None:
+                world.faults = faults
+            emulators: dict[str, Any] = {}
+            cell_cfg = await serve_emulated(cell_cfg, world, stack, link_dir=workdir, emulators=emulators)
+            injector = FaultInjector(world, emulators)
+            stack.push_async_callback(injector.close)
+            robot = make_robot(_LocalCell(injector))
+            await robot.start()
+            stack.push_async_callback(robot.close)
+            _show_progress(stack, robot, args)
+            cell = Cell(
+                cell_cfg, profiles, records, context={WORLD_KEY: world}, hooks=injector.hooks(), config_path=config_path
+            )
+            with cell.signals(stop):
+                async with cell:
+                    injector.attach(cell)
+                    t0 = time.monotonic()
+                    watcher = asyncio.create_task(_until(robot, budget_s, stop, None))
+                    watcher.add_done_callback(lambda _: stop.set())
+                    await cell.run(stop)
+                    elapsed = time.monotonic() - t0
+                    timed_out = await watcher
+                    loop_lag = cell.loop_lag.summary()
+            meta.update(crashes=0, restarts=0, loop_lag_ms=loop_lag)
+    if not robot.done.is_set() and not timed_out:
+        interrupted.append(True)  # the cell's own signal handler stopped it
+    uninspected, per_fault = fault_figures(robot, records)
+    meta.update(passed_uninspected=uninspected, faults=per_fault, interrupted=bool(interrupted), timed_out=timed_out)
     return summarize(robot, elapsed, meta)
+
+
+def _daemon_log(args: argparse.Namespace, workdir: Path) -> Path:
+    """The child daemon's JSON-lines log: beside ``--records`` if given (kept), else in the workdir."""
+    if args.records:
+        return Path(args.records).with_name(Path(args.records).name + ".daemon.jsonl")
+    return workdir / "daemon.jsonl"
+
+
+def _show_progress(stack: contextlib.AsyncExitStack, robot: SimRobot, args: argparse.Namespace) -> None:
+    if sys.stderr.isatty() and not args.json:
+        stack.callback(sys.stderr.write, "\n")  # runs after the progress line stopped
+        stack.push_async_callback(_cancel, asyncio.create_task(_progress(robot, args.parts)))
 
 
 def print_summary(s: dict[str, Any]) -> None:
     v = s["verdicts"]
-    print(f"Simulated cell, profile {s['profile']}, seed {s['seed']}, defect rate {s['defect_rate']:g}, "
-          f"time scale {s['time_scale']:g}")
+    print(
+        f"Simulated cell, profile {s['profile']}, seed {s['seed']}, defect rate {s['defect_rate']:g}, "
+        f"time scale {s['time_scale']:g}"
+    )
     print(f"  parts inspected   {s['parts']} ({s['defective']} defective)")
     print(f"  verdicts          PASS {v['PASS']}   REJECT {v['REJECT']}   RECHECK {v['RECHECK']}")
     print(f"  delivered         {s['delivered']} acknowledged by the robot, {s['lost']} lost")
@@ -150,7 +334,26 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"  latency           p50 {lat['p50']} ms   p99 {lat['p99']} ms   (part trigger to verdict published)")
     print(f"  throughput        {s['throughput_per_min']} parts/min over {s['elapsed_s']} s")
     lag = s["loop_lag_ms"]
-    print(f"  event-loop lag    p99 {lag['p99']} ms   max {lag['max']} ms")
+    if lag is not None:  # None: the daemon ran in a child process
+        print(f"  event-loop lag    p99 {lag['p99']} ms   max {lag['max']} ms")
+    if s["faults"] or s["faults_requested"]:
+        print(f"  passed uninspected {s['passed_uninspected']} PASS verdicts on parts a fault spoilt")
+        print(f"  daemon            {s['restarts']} restarts after injected kills, {s['crashes']} crashes")
+        for name, f in s["faults"].items():
+            o = f["outcomes"]
+            print(
+                f"  fault {name:<18} injected {f['injected']:<3} PASS {o['PASS']} REJECT {o['REJECT']} "
+                f"RECHECK {o['RECHECK']} lost {o['lost']}"
+            )
+    if s["interrupted"]:
+        print("  interrupted       the run was stopped early (partial figures)")
+
+
+def exit_code(s: dict[str, Any]) -> int:
+    """130 interrupted; 1 if a part was lost, a PASS was uninspected or the daemon crashed; else 0."""
+    if s["interrupted"]:
+        return EXIT_INTERRUPTED
+    return 0 if s["lost"] == 0 and s["passed_uninspected"] == 0 and s["crashes"] == 0 else 1
 
 
 def main(args: argparse.Namespace) -> int:
@@ -161,6 +364,18 @@ def main(args: argparse.Namespace) -> int:
         counts = export(args)
         print(json.dumps(counts) if args.json else f"wrote {counts} to {args.export}")
         return 0
+    try:
+        names = parse_fault_names(getattr(args, "faults", "") or "")
+    except FaultNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.parts < min_parts(names):
+        print(
+            f"error: --parts {args.parts} is too few for {len(names)} faults "
+            f"(need at least {min_parts(names)}: {min_parts(names) - len(names)} warm-up parts first)",
+            file=sys.stderr,
+        )
+        return 2
     # on a terminal the progress line is the display; per-part events need --log-level info
     configure("auto", args.log_level or ("warning" if sys.stderr.isatty() else "info"))
     try:
@@ -169,8 +384,11 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report(exc)
         return 2
+    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handler (start-up, shut-down)
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(summary))
     else:
         print_summary(summary)
-    return 0 if summary["lost"] == 0 else 1
+    return exit_code(summary)

@@ -14,6 +14,7 @@ Not modelled: lens distortion, depth of field, motion blur, specular glare, the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -76,7 +77,7 @@ class Renderer:
         x0, x1 = int(min(xs)), int(max(xs))
         y0, y1 = int(top), int(top + g.head_height_mm * s)
         fluo[y0:y1, x0:x1] = part.surface_level * _cylinder_shading(x1 - x0)
-        for a, x in zip(corners, xs):
+        for a, x in zip(corners, xs, strict=True):
             if math.cos(a) > 0.05:
                 fluo[y0:y1, max(int(x) - 2, 0) : int(x) + 2] *= 0.7
         # shank under the head, to the bottom of the frame
@@ -236,7 +237,7 @@ def _add_deposit(
 
 def _densify(pts: np.ndarray, step_px: float = 1.0) -> np.ndarray:
     out = [pts[:1]]
-    for a, b in zip(pts[:-1], pts[1:]):
+    for a, b in itertools.pairwise(pts):
         n = max(int(np.hypot(*(b - a)) / step_px), 1)
         t = np.linspace(0.0, 1.0, n + 1, dtype=np.float32)[1:, None]
         out.append(a + (b - a) * t)

@@ -5,7 +5,7 @@ every call ends within its ``timeout_s``; settings that skipped validation are r
 ``world.faults.stage_stall`` makes the next moves never arrive: DriverTimeout once their
 timeout has run out in simulated time (at once at time scale 0); ``stage_alarm_bits`` stops
 the next move halfway with a StageAlarm naming the alarms, after which the drive stays
-disabled (moves raise DriverIOError) until connect() again resets it, as the SCL drive does.
+disabled (moves raise DriverIOError) until home() or connect() resets it, as the SCL drive does.
 Homing is not affected by either fault (as in the SCL emulator). Not modelled: following
 error, stalls under load.
 """
@@ -43,7 +43,7 @@ class SimStage:
         self._settings = MotionSettings()
         self._connected = False
         self._closed = False
-        self._alarm_bits = 0  # the drive disabled itself; connect() resets it
+        self._alarm_bits = 0  # the drive disabled itself; home() or connect() resets it
 
     def health(self) -> dict[str, Any]:
         return {"connected": self._connected, "reconnects": 0, "identity": "simulated"}
@@ -62,7 +62,8 @@ class SimStage:
         self._settings = settings
 
     async def home(self, timeout_s: float) -> None:
-        self._usable(enabled=True)
+        self._usable()
+        self._alarm_bits = 0  # a latched alarm is reset before homing (AR, ME)
         w = self._world
         w.encoder_count -= w.encoder_count % w.encoder_counts_per_rev  # index pulse: silent reset
         await self._within(w.clock.sleep(HOME_S), timeout_s, "homing")
@@ -84,8 +85,10 @@ class SimStage:
         if connected and not self._connected:
             raise DriverIOError(f"{self.name}: not connected (call connect() first)")
         if enabled and self._alarm_bits:
-            raise DriverIOError(f"{self.name}: drive disabled by alarm {', '.join(decode_alarms(self._alarm_bits))} "
-                                "(connect() again resets it)")
+            raise DriverIOError(
+                f"{self.name}: drive disabled by alarm {', '.join(decode_alarms(self._alarm_bits))} "
+                "(home() or connect() resets it)"
+            )
 
     async def _within(self, step: Any, timeout_s: float, what: str) -> None:
         try:

@@ -100,7 +100,10 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch: int = 32)
             opt.step()
             sched.step()
             total += float(loss)
-        print(json.dumps({"epoch": epoch, "loss": total / (len(x) // batch), "s": round(time.monotonic() - t0, 1)}), flush=True)
+        print(
+            json.dumps({"epoch": epoch, "loss": total / (len(x) // batch), "s": round(time.monotonic() - t0, 1)}),
+            flush=True,
+        )
     return net.eval()
 
 
@@ -133,12 +136,23 @@ def main(argv: list[str] | None = None) -> None:
     profiles = [resolve_profile(args.profiles_dir / f"{n}.yaml", verify_model=False) for n in args.profiles]
     t0 = time.monotonic()
     x, y = build_tensors(profiles, args.seed, args.parts, args.defect_rate, workers=args.threads)
-    print(json.dumps({"views": len(y), "defect_views": int(y.sum()), "render_s": round(time.monotonic() - t0, 1)}), flush=True)
+    print(
+        json.dumps({"views": len(y), "defect_views": int(y.sum()), "render_s": round(time.monotonic() - t0, 1)}),
+        flush=True,
+    )
     net = train(x, y, args.epochs, args.seed)
     export(net, args.out, profiles[0].profile.preprocess.input_size_px)
-    meta = {"seed": args.seed, "parts_per_profile": args.parts, "defect_rate": args.defect_rate,
-            "epochs": args.epochs, "profiles": args.profiles, "views": len(y), "defect_views": int(y.sum()),
-            "torch": torch.__version__, "train_s": round(time.monotonic() - t0, 1)}
+    meta = {
+        "seed": args.seed,
+        "parts_per_profile": args.parts,
+        "defect_rate": args.defect_rate,
+        "epochs": args.epochs,
+        "profiles": args.profiles,
+        "views": len(y),
+        "defect_views": int(y.sum()),
+        "torch": torch.__version__,
+        "train_s": round(time.monotonic() - t0, 1),
+    }
     args.out.with_suffix(".train.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta), flush=True)
 

@@ -13,7 +13,9 @@ CLEAR_COS = 0.45  # between VISIBLE_COS and this, a head indication is seen too 
 CLEAR_POINTS = 8  # px of indication path inside a tile for it to count; fewer is ambiguous
 
 
-def view_labels(part: SimPart, profile: PartProfile, strip: StripRender, views: Sequence[ViewSpec]) -> list[bool | None]:
+def view_labels(
+    part: SimPart, profile: PartProfile, strip: StripRender, views: Sequence[ViewSpec]
+) -> list[bool | None]:
     """True: defect visible; False: clean; None: ambiguous (edge of a tile, grazing angle)."""
     labels: list[bool | None] = []
     for view in views:
@@ -40,8 +42,10 @@ def _tile_label(strip: StripRender, view: ViewSpec) -> bool | None:
         if len(pts) == 0:
             continue
         inside = (
-            (pts[:, 0] >= view.x_px) & (pts[:, 0] < view.x_px + view.width_px)
-            & (pts[:, 1] >= view.y_px) & (pts[:, 1] < view.y_px + view.height_px)
+            (pts[:, 0] >= view.x_px)
+            & (pts[:, 0] < view.x_px + view.width_px)
+            & (pts[:, 1] >= view.y_px)
+            & (pts[:, 1] < view.y_px + view.height_px)
         )
         most = max(most, int(inside.sum()))
     if most >= CLEAR_POINTS:

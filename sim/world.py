@@ -81,8 +81,6 @@ def world_from(context: dict[str, Any], url: DeviceUrl) -> SimWorld:
     """The cell's world; made from the URL options (``sim://?seed=1&time_scale=0``) if absent."""
     world = context.get(WORLD_KEY)
     if world is None:
-        world = SimWorld(
-            seed=int(url.options.get("seed", 0)), time_scale=float(url.options.get("time_scale", 1.0))
-        )
+        world = SimWorld(seed=int(url.options.get("seed", 0)), time_scale=float(url.options.get("time_scale", 1.0)))
         context[WORLD_KEY] = world
     return world

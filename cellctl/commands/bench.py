@@ -24,13 +24,17 @@ from cellctl.machine import describe
 
 def _stats(samples_s: list[float]) -> dict[str, float]:
     ms = np.asarray(samples_s) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
 
 
 def bench(models: dict[str, Path], views: int, size: int, rounds: int, threads: int) -> dict[str, object]:
-    sessions = {name: OnnxInferencer(path, file_sha256(path), threads, input_size_px=size)
-                for name, path in models.items()}
+    sessions = {
+        name: OnnxInferencer(path, file_sha256(path), threads, input_size_px=size) for name, path in models.items()
+    }
     rng = np.random.default_rng(0)
     one = rng.random((1, 3, size, size), dtype=np.float32)
     part = rng.random((views, 3, size, size), dtype=np.float32)
@@ -47,8 +51,11 @@ def bench(models: dict[str, Path], views: int, size: int, rounds: int, threads: 
             s.infer(part)
             batch[name].append(time.perf_counter() - t0)
     result: dict[str, object] = {
-        name: {"per_view_batch1": _stats(single[name]), f"per_part_batch{views}": _stats(batch[name]),
-               "bytes": models[name].stat().st_size}
+        name: {
+            "per_view_batch1": _stats(single[name]),
+            f"per_part_batch{views}": _stats(batch[name]),
+            "bytes": models[name].stat().st_size,
+        }
         for name in sessions
     }
     if {"fp32", "int8"} <= set(sessions):
@@ -72,8 +79,10 @@ def main(args: argparse.Namespace) -> int:
     if fp32.is_file():
         models = {"fp32": fp32, "int8": rp.model_path}
     else:  # only the default can be missing (argparse checked --fp32): say so, do not drop it silently
-        print(f"note: no FP32 model {fp32} beside the profile's model; timing INT8 only "
-              "(pass --fp32 FILE to compare)", file=sys.stderr)
+        print(
+            f"note: no FP32 model {fp32} beside the profile's model; timing INT8 only (pass --fp32 FILE to compare)",
+            file=sys.stderr,
+        )
     size = rp.profile.preprocess.input_size_px
     try:
         result = bench(models, len(rp.views), size, args.rounds, cell.inference_threads)

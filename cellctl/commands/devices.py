@@ -68,8 +68,12 @@ async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:
 
 async def survey(cell: CellConfig) -> list[dict[str, Any]]:
     devices = cell.devices
-    urls = {"frame_camera": devices.frame_camera.url, "line_camera": devices.line_camera.url,
-            "stage": devices.stage.url, "lighting": devices.lighting.url}
+    urls = {
+        "frame_camera": devices.frame_camera.url,
+        "line_camera": devices.line_camera.url,
+        "stage": devices.stage.url,
+        "lighting": devices.lighting.url,
+    }
     return [await probe(name, url, cell.timeouts.connect_s) for name, url in urls.items()]
 
 
@@ -99,8 +103,10 @@ def main(args: argparse.Namespace) -> int:
     if args.cti is not None:
         print(f"producer {args.cti}")
         for c in rows:
-            print(f"  {c['vendor']} {c['model']}  serial={c['serial']}  user_name={c['user_name']}  "
-                  f"access={c['access_status']}")
+            print(
+                f"  {c['vendor']} {c['model']}  serial={c['serial']}  user_name={c['user_name']}  "
+                f"access={c['access_status']}"
+            )
         return 0
     failed = 0
     for entry in rows:
@@ -111,5 +117,3 @@ def main(args: argparse.Namespace) -> int:
             print(f"    identity: {entry['identity']}")
         failed += entry["state"] not in ("connected", "found", "emulated")
     return 1 if failed else 0
-
-

@@ -22,8 +22,9 @@ def main(args: argparse.Namespace) -> int:
     model = args.model or rp.model_path
     try:
         sha = file_sha256(model) if args.model else rp.profile.model.sha256
-        inferencer = OnnxInferencer(model, sha, cell.inference_threads,
-                                    input_size_px=rp.profile.preprocess.input_size_px)
+        inferencer = OnnxInferencer(
+            model, sha, cell.inference_threads, input_size_px=rp.profile.preprocess.input_size_px
+        )
         result = evaluate(rp, inferencer.infer, args.dir)
     except (DriverInitError, OSError) as exc:  # a model it cannot run, no images, unreadable files
         print(f"error: {exc}", file=sys.stderr)
@@ -37,7 +38,9 @@ def main(args: argparse.Namespace) -> int:
     for kind in ("head", "shank", "total"):
         if kind in result:
             s = result[kind]
-            print(f"{kind:8}{s['n']:>6}{s['accuracy']:>10.4f}{s['escapes']:>9}{s['false_rejects']:>11}{s['recheck']:>9}")
+            print(
+                f"{kind:8}{s['n']:>6}{s['accuracy']:>10.4f}{s['escapes']:>9}{s['false_rejects']:>11}{s['recheck']:>9}"
+            )
     c = result["total"]["confusion"]
     print("confusion (rows: truth, columns: called good / defect / recheck)")
     for truth in ("good", "defect"):

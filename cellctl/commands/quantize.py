@@ -51,16 +51,21 @@ def quantize(rp: ResolvedProfile, fp32: Path, out: Path, calibration: Path, max_
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out), ViewReader(rp, calibration, input_name, max_images),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepared),
+            str(out),
+            ViewReader(rp, calibration, input_name, max_images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
     return file_sha256(out)
 
 
-QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-                           "ConvInteger"})
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+)
 INT8_TYPES = frozenset({2, 3})  # onnx.TensorProto.UINT8, INT8
 
 

@@ -98,10 +98,16 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([Problem(
-            str(path), line, "",
-            f"not UTF-8 text (byte 0x{raw[exc.start]:02X}); save the file as UTF-8 (a binary or Latin-1 file?)",
-        )]) from exc
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    "",
+                    f"not UTF-8 text (byte 0x{raw[exc.start]:02X}); save the file as UTF-8 (a binary or Latin-1 file?)",
+                )
+            ]
+        ) from exc
 
 
 def _check_shape(path: Path, data: Any) -> None:
@@ -115,8 +121,16 @@ def _check_shape(path: Path, data: Any) -> None:
         if nodes > MAX_NODES:
             raise ConfigError([Problem(str(path), 0, "", f"more than {MAX_NODES} values (aliases expanded)")])
         if len(loc) > MAX_DEPTH:
-            raise ConfigError([Problem(str(path), _line_of(data, list(loc)), _dotted(loc[:3]) + "...",
-                                       f"nested deeper than {MAX_DEPTH} levels")])
+            raise ConfigError(
+                [
+                    Problem(
+                        str(path),
+                        _line_of(data, list(loc)),
+                        _dotted(loc[:3]) + "...",
+                        f"nested deeper than {MAX_DEPTH} levels",
+                    )
+                ]
+            )
         if isinstance(node, (dict, list)):
             items = list(node.items() if isinstance(node, dict) else enumerate(node))
             for key, value in items:
@@ -124,11 +138,20 @@ def _check_shape(path: Path, data: Any) -> None:
                     node[key] = bool(value)  # after listing: a merged key may grow the map
                 stack.append((value, (*loc, key)))
         elif isinstance(node, float) and not math.isfinite(node):
-            raise ConfigError([Problem(str(path), _line_of(data, list(loc)), _dotted(loc),
-                                       f"{node} is not a usable number")])
+            raise ConfigError(
+                [Problem(str(path), _line_of(data, list(loc)), _dotted(loc), f"{node} is not a usable number")]
+            )
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_INT:
-            raise ConfigError([Problem(str(path), _line_of(data, list(loc)), _dotted(loc),
-                                       f"number with {len(str(abs(node)))} digits is too large")])
+            raise ConfigError(
+                [
+                    Problem(
+                        str(path),
+                        _line_of(data, list(loc)),
+                        _dotted(loc),
+                        f"number with {len(str(abs(node)))} digits is too large",
+                    )
+                ]
+            )
 
 
 def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:

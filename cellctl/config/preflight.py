@@ -27,7 +27,10 @@ from cellctl.drivers.registry import BackendRegistry
 from cellctl.drivers.stage import STAGES
 
 DEVICE_REGISTRIES: dict[str, BackendRegistry] = {
-    "frame_camera": FRAME_CAMERAS, "line_camera": LINE_CAMERAS, "stage": STAGES, "lighting": LIGHTS,
+    "frame_camera": FRAME_CAMERAS,
+    "line_camera": LINE_CAMERAS,
+    "stage": STAGES,
+    "lighting": LIGHTS,
 }
 EMULATOR = "emulator"
 # emulator://<name> per device (served by `cellctl sim`, sim/emulated.py); its options are
@@ -174,8 +177,9 @@ def verify_models(profiles: Iterable[ResolvedProfile]) -> list[Problem]:
         size = rp.profile.preprocess.input_size_px
         for message in _model_problems(rp.model_path, stat.st_mtime_ns, stat.st_size, size):
             data = read_yaml(rp.path)
-            problems.append(Problem(str(rp.path), line_of(data, "model.path"), "model.path",
-                                    f"{rp.model_path.name}: {message}"))
+            problems.append(
+                Problem(str(rp.path), line_of(data, "model.path"), "model.path", f"{rp.model_path.name}: {message}")
+            )
     return problems
 
 

@@ -120,16 +120,10 @@ class PartProfile(SettingsModel):
     def verify_rois_inside_images(self) -> PartProfile:
         head, cam = self.preprocess.head_roi, self.frame_camera
         if head.x_px + head.width_px > cam.width_px or head.y_px + head.height_px > cam.height_px:
-            raise ValueError(
-                f"preprocess.head_roi must lie inside the {cam.width_px} x {cam.height_px} frame"
-            )
+            raise ValueError(f"preprocess.head_roi must lie inside the {cam.width_px} x {cam.height_px} frame")
         shank, line = self.preprocess.shank_roi, self.line_scan
-        if (
-            shank.x_px + shank.width_px > line.line_width_px
-            or shank.y_px + shank.height_px > line.lines_per_revolution
-        ):
+        if shank.x_px + shank.width_px > line.line_width_px or shank.y_px + shank.height_px > line.lines_per_revolution:
             raise ValueError(
-                f"preprocess.shank_roi must lie inside the {line.line_width_px} x "
-                f"{line.lines_per_revolution} strip"
+                f"preprocess.shank_roi must lie inside the {line.line_width_px} x {line.lines_per_revolution} strip"
             )
         return self

@@ -68,8 +68,13 @@ def view_specs(profile: PartProfile) -> tuple[ViewSpec, ...]:
         for c in range(tiles.cols):
             views.append(
                 ViewSpec(
-                    f"shank[r{r},c{c}]", "shank", -1,
-                    roi.x_px + c * tile_w, roi.y_px + r * tile_h, tile_w, tile_h,
+                    f"shank[r{r},c{c}]",
+                    "shank",
+                    -1,
+                    roi.x_px + c * tile_w,
+                    roi.y_px + r * tile_h,
+                    tile_w,
+                    tile_h,
                 )
             )
     return tuple(views)
@@ -132,8 +137,11 @@ def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProf
     problems: list[Problem] = []
     profiles: dict[str, ResolvedProfile] = {}
     if not folder.is_dir():
-        problems.append(Problem(str(config_path), _config_line(config_path, "profiles_dir"), "profiles_dir",
-                                f"no such folder: {folder}"))
+        problems.append(
+            Problem(
+                str(config_path), _config_line(config_path, "profiles_dir"), "profiles_dir", f"no such folder: {folder}"
+            )
+        )
         raise ConfigError(problems)
     for path in sorted(folder.glob("*.yaml")):
         if path.resolve() == config_path.resolve():
@@ -146,8 +154,12 @@ def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProf
             problems.extend(exc.problems)
     if cell.default_profile not in profiles and not problems:
         problems.append(
-            Problem(str(config_path), _config_line(config_path, "default_profile"), "default_profile",
-                    f"no profile {cell.default_profile!r} in {folder} (have: {', '.join(profiles) or 'none'})")
+            Problem(
+                str(config_path),
+                _config_line(config_path, "default_profile"),
+                "default_profile",
+                f"no profile {cell.default_profile!r} in {folder} (have: {', '.join(profiles) or 'none'})",
+            )
         )
     if problems:
         raise ConfigError(problems)
@@ -170,10 +182,33 @@ def profile_name_problem(name: str) -> str | None:
 
 # Keys that only one of the two kinds of file has; a file is told by which it has more of,
 # so a profile missing part_number is still validated as a profile and says so.
-PROFILE_KEYS = frozenset({"part_number", "model", "preprocess", "geometry", "head_positions_deg", "line_scan",
-                          "frame_camera", "lighting", "motion", "decision"})
-CELL_KEYS = frozenset({"cell_id", "devices", "robot", "profiles_dir", "default_profile", "storage", "timeouts",
-                       "inference_threads", "log_format"})
+PROFILE_KEYS = frozenset(
+    {
+        "part_number",
+        "model",
+        "preprocess",
+        "geometry",
+        "head_positions_deg",
+        "line_scan",
+        "frame_camera",
+        "lighting",
+        "motion",
+        "decision",
+    }
+)
+CELL_KEYS = frozenset(
+    {
+        "cell_id",
+        "devices",
+        "robot",
+        "profiles_dir",
+        "default_profile",
+        "storage",
+        "timeouts",
+        "inference_threads",
+        "log_format",
+    }
+)
 
 
 def document_kind(data: Any) -> str:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from cellctl.config import ResolvedProfile, Timeouts
+from cellctl.config import PartProfile, ResolvedProfile, Timeouts
 from cellctl.devices import CellDevices
 from cellctl.drivers import CellError
 from cellctl.drivers.camera import Frame
@@ -43,16 +43,16 @@ class Acquisition:
     step: Step = Step.ACCEPT  # the step under way (what a watchdog expiry is blamed on)
 
 
-def acquisition_budget_s(timeouts: Timeouts, head_positions: int) -> float:
+def acquisition_budget_s(timeouts: Timeouts, profile: PartProfile) -> float:
     """The longest a correct acquisition can take: every step at its deadline.
 
     Only a driver that ignores its own deadline (a bug) can exceed it; the cycle's watchdog
     then ends the part as RECHECK rather than hold the cell forever.
     """
-    t = timeouts
-    moves = head_positions + 1  # to each head position, then round to 360
-    return (2 * t.light_s + t.frame_s + moves * t.move_s + 2 * head_positions * t.frame_s + t.strip_s
-            + t.home_s + WATCHDOG_MARGIN_S)
+    t, shots = timeouts, len(profile.head_positions_deg)
+    moves = shots + 1  # to each head position, then round to 360
+    return (2 * t.light_s + profile.lighting.warmup_s + t.frame_s + moves * t.move_s + 2 * shots * t.frame_s
+            + t.strip_s + t.home_s + WATCHDOG_MARGIN_S)
 
 
 class _Steps:
@@ -87,7 +87,8 @@ async def acquire(devices: CellDevices, acq: Acquisition, timeouts: Timeouts) ->
     steps = _Steps(acq)
     grabs: list[asyncio.Task[Frame]] = []
     try:
-        await steps.run(Step.LIGHT_ON, devices.lighting.on(t.light_s))
+        # the warm-up is part of switching on: the driver holds it inside the step's deadline
+        await steps.run(Step.LIGHT_ON, devices.lighting.on(t.light_s + p.lighting.warmup_s))
         await steps.run(Step.BEGIN_STRIP, devices.line_camera.begin_strip(t.frame_s))
         position = 0.0
         for angle in p.head_positions_deg:

@@ -170,7 +170,7 @@ class Pipeline:
                           error=str(exc), kept=self.current.name if self.current else None)
                 return acq
         log.info("part.acquire", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name)
-        budget_s = acquisition_budget_s(self.config.timeouts, len(rp.profile.head_positions_deg))
+        budget_s = acquisition_budget_s(self.config.timeouts, rp.profile)
         try:
             return await asyncio.wait_for(acquire(self.devices, acq, self.config.timeouts), budget_s)
         except TimeoutError:

@@ -43,6 +43,7 @@ def labelled_images(root: Path) -> list[tuple[Path, str, bool]]:
         for label in ("good", "defect"):
             folder = root / kind / label
             if folder.is_dir():
-                items += [(p, kind, label == "defect") for p in sorted(folder.iterdir())
-                          if p.suffix.lower() in IMAGE_SUFFIXES]
+                items += [
+                    (p, kind, label == "defect") for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+                ]
     return items

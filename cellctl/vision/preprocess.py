@@ -70,9 +70,7 @@ def _prepare(
     return np.ascontiguousarray(small.transpose(2, 0, 1)), brightness
 
 
-def prepare_view(
-    data: np.ndarray, pixel_format: str, view: ViewSpec, settings: PreprocessSettings
-) -> np.ndarray:
+def prepare_view(data: np.ndarray, pixel_format: str, view: ViewSpec, settings: PreprocessSettings) -> np.ndarray:
     """One view as CHW float32 in [0, 1], RGB, input_size x input_size."""
     return _prepare(data, pixel_format, view, settings)[0]
 

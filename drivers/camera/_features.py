@@ -41,8 +41,9 @@ class FeatureWrite:
     without_selector: Literal["apply", "skip"] = "apply"
 
 
-def _w(names: str | Sequence[str], value: Any, required: bool = True,
-       without_selector: Literal["apply", "skip"] = "apply") -> FeatureWrite:
+def _w(
+    names: str | Sequence[str], value: Any, required: bool = True, without_selector: Literal["apply", "skip"] = "apply"
+) -> FeatureWrite:
     return FeatureWrite((names,) if isinstance(names, str) else tuple(names), value, required, without_selector)
 
 
@@ -128,8 +129,12 @@ def apply_plan(node_map: Any, plan: Sequence[FeatureWrite], camera: str, strict:
     DriverInitError on the first refused write."""
     import genicam.genapi as genapi
 
-    refused = (genapi.OutOfRangeException, genapi.InvalidArgumentException, genapi.AccessException,
-               genapi.LogicalErrorException)
+    refused = (
+        genapi.OutOfRangeException,
+        genapi.InvalidArgumentException,
+        genapi.AccessException,
+        genapi.LogicalErrorException,
+    )
     skipped: list[str] = []
     group: str | None = None  # the selector value of the current group
     group_skipped = False

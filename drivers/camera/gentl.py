@@ -38,8 +38,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -59,8 +59,15 @@ CLOSE_TIMEOUT_S = 3.0  # close(): stop, destroy, unload; a GigE camera that is g
 RELEASE_MIN_S = 0.5  # unloading the producer gets at least this, even after a slow close
 
 # GenTL DEVICE_ACCESS_STATUS
-_ACCESS = {0: "unknown", 1: "readwrite", 2: "readonly", 3: "noaccess", 4: "busy", 5: "open-readwrite",
-           6: "open-readonly"}
+_ACCESS = {
+    0: "unknown",
+    1: "readwrite",
+    2: "readonly",
+    3: "noaccess",
+    4: "busy",
+    5: "open-readwrite",
+    6: "open-readonly",
+}
 _PLANES = {"Mono8": 1, "BayerRG8": 1, "RGB8": 3, "RGBa8": 4, "RGBA8": 4}
 
 
@@ -102,8 +109,14 @@ class ProducerHost:
 
     def devices(self) -> list[dict[str, Any]]:
         self.load()
-        fields = {"vendor": "vendor", "model": "model", "serial": "serial_number",
-                  "user_name": "user_defined_name", "access_status": "access_status", "id": "id_"}
+        fields = {
+            "vendor": "vendor",
+            "model": "model",
+            "serial": "serial_number",
+            "user_name": "user_defined_name",
+            "access_status": "access_status",
+            "id": "id_",
+        }
         found = [{key: _info(d, attr) for key, attr in fields.items()} for d in self.harvester.device_info_list]
         for device in found:
             device["access_status"] = _ACCESS.get(device["access_status"], device["access_status"])
@@ -131,7 +144,8 @@ async def list_devices(cti: str) -> list[dict[str, Any]]:
     host = ProducerHost(cti)
     host.users += 1
     try:
-        return await host.run(host.devices)
+        devices: list[dict[str, Any]] = await host.run(host.devices)
+        return devices
     finally:
         await host.release()
 
@@ -186,8 +200,13 @@ class _GenTLCamera:
         self.rebuilds = 0
 
     def health(self) -> dict[str, Any]:
-        return {"state": self.state, "frames": self.frames, "incomplete": self.incomplete,
-                "missed": self.missed, "rebuilds": self.rebuilds}
+        return {
+            "state": self.state,
+            "frames": self.frames,
+            "incomplete": self.incomplete,
+            "missed": self.missed,
+            "rebuilds": self.rebuilds,
+        }
 
     @contextlib.asynccontextmanager
     async def _step(self, what: str, timeout_s: float, connected: bool = True) -> AsyncIterator[None]:
@@ -204,7 +223,7 @@ class _GenTLCamera:
             raise
         except TimeoutError as exc:
             raise DriverTimeout(f"{self.kind} {self.name}: {what} not done within {timeout_s:g} s") from exc
-        except Exception as exc:  # noqa: BLE001 - genicam/harvesters errors, named and wrapped
+        except Exception as exc:  # genicam/harvesters errors, named and wrapped
             raise DriverIOError(f"{self.kind} {self.name}: {what} failed: {type(exc).__name__}: {exc}") from exc
 
     # ---------------------------------------------------------------- lifecycle
@@ -218,8 +237,11 @@ class _GenTLCamera:
             self._host.load()
         except (OSError, FileNotFoundError) as exc:
             raise DriverInitError(f"{self.kind}: cannot load GenTL producer {self._host.cti}: {exc}") from exc
-        search = ({"serial_number": self._options.serial} if self._options.serial
-                  else {"user_defined_name": self._options.user_name})
+        search = (
+            {"serial_number": self._options.serial}
+            if self._options.serial
+            else {"user_defined_name": self._options.user_name}
+        )
         try:
             self._ia = self._host.harvester.create(search)
         except ValueError as exc:
@@ -260,8 +282,9 @@ class _GenTLCamera:
         await self._host.run(self._ia.start)
         self._stop_fetch.clear()
         loop = asyncio.get_running_loop()
-        self._fetcher = threading.Thread(target=self._fetch_loop, args=(self._ia, loop), daemon=True,
-                                         name=f"fetch-{self.name}")
+        self._fetcher = threading.Thread(
+            target=self._fetch_loop, args=(self._ia, loop), daemon=True, name=f"fetch-{self.name}"
+        )
         self._fetcher.start()
         self._acquiring = True
         self.state = "acquiring"
@@ -393,7 +416,8 @@ class _GenTLCamera:
         if self._closed:
             raise DriverIOError(f"{self.kind} {self.name}: closed")
         if self.state != "acquiring":
-            raise DriverIOError(f"{self.kind} {self.name}: cannot {what}, camera is {self.state}")
+            hint = " (call start() first)" if self.state == "connected" else ""
+            raise DriverIOError(f"{self.kind} {self.name}: cannot {what}, camera is {self.state}{hint}")
 
     def _fire(self, frame_start: bool) -> None:
         node_map = self._ia.remote_device.node_map
@@ -447,8 +471,11 @@ class GenTLFrameCamera(_GenTLCamera):
 
     def _software_triggered(self, skipped: list[str]) -> bool:
         node_map = self._ia.remote_device.node_map
-        return not self._line_triggered and node_map.has_node("TriggerSoftware") and not any(
-            name.startswith(("TriggerMode", "TriggerSource")) for name in skipped)
+        return (
+            not self._line_triggered
+            and node_map.has_node("TriggerSoftware")
+            and not any(name.startswith(("TriggerMode", "TriggerSource")) for name in skipped)
+        )
 
     async def trigger(self, timeout_s: float) -> None:
         self._acquiring_or_fail("trigger")
@@ -456,8 +483,9 @@ class GenTLFrameCamera(_GenTLCamera):
             return  # FrameStart comes from Line1
         async with self._step("trigger", timeout_s):
             if self._soft_trigger:
-                await self._host.run(self._fire, False)
+                # counted before firing: the frame may be delivered before this call resumes
                 self._unanswered += 1
+                await self._host.run(self._fire, False)
 
 
 class GenTLLineScanCamera(_GenTLCamera):
@@ -481,5 +509,5 @@ class GenTLLineScanCamera(_GenTLCamera):
         async with self._step("begin_strip", timeout_s):
             await self._flush()
             if self._soft_trigger:
+                self._unanswered = 1  # before firing, as for trigger()
                 await self._host.run(self._fire, True)
-                self._unanswered = 1

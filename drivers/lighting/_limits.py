@@ -29,8 +29,10 @@ def overdrive_problem(mode: str, intensity_pct: float, pulse_width_ms: float) ->
     for top_pct, max_width_ms in STROBE_LIMITS:
         if intensity_pct <= top_pct:
             if max_width_ms is not None and not pulse_width_ms <= max_width_ms:
-                return (f"{intensity_pct:g} % with a {pulse_width_ms:g} ms pulse is beyond the overdrive "
-                        f"limit: up to {top_pct:g} % allows at most {max_width_ms:g} ms ({LIMITS_TEXT})")
+                return (
+                    f"{intensity_pct:g} % with a {pulse_width_ms:g} ms pulse is beyond the overdrive "
+                    f"limit: up to {top_pct:g} % allows at most {max_width_ms:g} ms ({LIMITS_TEXT})"
+                )
             return None
     return f"{intensity_pct:g} % is beyond the limit ({LIMITS_TEXT})"
 

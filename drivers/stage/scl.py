@@ -19,7 +19,9 @@ vanishes (USB adapter unplugged) the next call reopens it once and repeats the h
 
 Deadlines: every call with ``timeout_s`` ends within it (each answer waits at most what is
 left, at least ``MIN_STEP_S``); a move or homing not done in time is stopped (``SK``) and
-raises DriverTimeout; the settle wait must fit too. close() sends ``MD`` and releases the
+raises DriverTimeout; the settle wait must fit too. After a StageAlarm the drive stays
+disabled until home() (``AR``, ``AL``, ``ME`` before ``SH``) or connect() resets it; an alarm
+that persists fails that call again. close() sends ``MD`` and releases the
 port within ``CLOSE_TIMEOUT_S`` even if the drive is silent or gone.
 """
 
@@ -53,8 +55,16 @@ CR = b"\r"
 SC_ENABLED, SC_FAULT, SC_IN_POSITION, SC_MOVING = 1 << 0, 1 << 2, 1 << 3, 1 << 4
 SC_ALARM, SC_HOMING = 1 << 9, 1 << 10
 ALARM_NAMES = {
-    0: "position limit", 1: "CCW limit", 2: "CW limit", 3: "over-temperature", 5: "over-voltage",
-    6: "under-voltage", 7: "over-current", 8: "open winding", 9: "bad encoder", 10: "comm error",
+    0: "position limit",
+    1: "CCW limit",
+    2: "CW limit",
+    3: "over-temperature",
+    5: "over-voltage",
+    6: "under-voltage",
+    7: "over-current",
+    8: "open winding",
+    9: "bad encoder",
+    10: "comm error",
 }
 REFUSALS = {"?5": "parameter out of range"}  # the only code the manual confirms
 REFUSAL = re.compile(rb"\?\d*")
@@ -119,6 +129,11 @@ class SclStage:
     async def home(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         await self._ensure_link(deadline)
+        # homing is the recovery step after a fault: an alarm that latched (and has gone) is
+        # reset and the motor enabled again; one that persists fails the homing
+        await self._command("AR", deadline)
+        await self._check_alarms(deadline)
+        await self._command("ME", deadline)
         await self._motion(f"SH{self.options.home}", "homing", deadline, timeout_s)
         await self._command("SP0", deadline)
         log.info("scl.homed", port=self.port)
@@ -132,8 +147,10 @@ class SclStage:
         settle_s = self._settings.settle_ms / 1000.0
         if time.monotonic() + settle_s > deadline:
             # cutting the settle short would blur the picture without anyone knowing
-            raise DriverTimeout(f"scl@{self.port}: {degrees:g} deg move in position, but its "
-                                f"{settle_s:g} s settle does not fit in {timeout_s:g} s")
+            raise DriverTimeout(
+                f"scl@{self.port}: {degrees:g} deg move in position, but its "
+                f"{settle_s:g} s settle does not fit in {timeout_s:g} s"
+            )
         await asyncio.sleep(settle_s)
         log.debug("scl.moved", port=self.port, degrees=degrees, steps=steps)
 
@@ -156,8 +173,11 @@ class SclStage:
 
     def health(self) -> dict[str, Any]:
         link = self._link
-        return {"connected": bool(link is not None and link.is_open and not self._closed),
-                "reconnects": self.reconnects, "identity": self.identity or None}
+        return {
+            "connected": bool(link is not None and link.is_open and not self._closed),
+            "reconnects": self.reconnects,
+            "identity": self.identity or None,
+        }
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -165,11 +185,14 @@ class SclStage:
         await self._command("PR4", deadline)  # acknowledgements on: every command is answered
         self.identity = await self._query("MV", deadline)
         await self._command("AR", deadline)  # stale alarms of an earlier session
+        await self._check_alarms(deadline)
+        await self._command(f"EG{self.options.steps_per_rev}", deadline, refusal=DriverInitError)
+        await self._command("ME", deadline)
+
+    async def _check_alarms(self, deadline: float) -> None:
         alarms = self._hex(await self._query("AL", deadline), "AL")
         if alarms:
             raise StageAlarm(f"scl@{self.port}", alarms, decode_alarms(alarms))
-        await self._command(f"EG{self.options.steps_per_rev}", deadline, refusal=DriverInitError)
-        await self._command("ME", deadline)
 
     async def _apply(self, settings: MotionSettings, deadline: float) -> None:
         for mnemonic, value in (("VE", settings.speed_rps), ("AC", settings.accel_rps2), ("DE", settings.accel_rps2)):
@@ -262,7 +285,7 @@ class SclStage:
     async def _query(self, mnemonic: str, deadline: float) -> str:
         answer = await self._transact(mnemonic, deadline)
         prefix = mnemonic.encode() + b"="
-        value = answer[len(prefix):].decode("ascii", errors="replace")
+        value = answer[len(prefix) :].decode("ascii", errors="replace")
         if answer.startswith(prefix) and value.isprintable() and "\ufffd" not in value:
             return value
         raise DriverIOError(f"scl@{self.port}: answer {answer + CR!r} to {mnemonic} is not {mnemonic}=<value>")

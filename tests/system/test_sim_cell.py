@@ -18,8 +18,16 @@ CARD = json.loads((PROFILES / "models" / "student-int8.card.json").read_text())
 
 
 def _args(tmp_path, parts: int, **kw) -> argparse.Namespace:
-    base = dict(parts=parts, seed=7, defect_rate=0.2, profile=None, time_scale=0.0, config=None,
-                records=tmp_path / "records.db", json=True)
+    base = dict(
+        parts=parts,
+        seed=7,
+        defect_rate=0.2,
+        profile=None,
+        time_scale=0.0,
+        config=None,
+        records=tmp_path / "records.db",
+        json=True,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -53,8 +61,9 @@ async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tm
 
 
 async def test_camera_timeout_gives_recheck_and_the_cell_carries_on(tmp_path):
-    s = await simulate(_args(tmp_path, 3, defect_rate=0.0), tmp_path,
-                       faults=Faults(frame_timeouts=1), timeouts={"frame_s": 0.3})
+    s = await simulate(
+        _args(tmp_path, 3, defect_rate=0.0), tmp_path, faults=Faults(frame_timeouts=1), timeouts={"frame_s": 0.3}
+    )
     assert s["delivered"] == 3 and s["lost"] == 0
     assert s["verdicts"]["RECHECK"] == 1 and s["bins"]["3"] == 1
     (recheck,) = [r for r in _rows(tmp_path) if r[2] == "RECHECK"]
@@ -62,16 +71,18 @@ async def test_camera_timeout_gives_recheck_and_the_cell_carries_on(tmp_path):
 
 
 async def test_incomplete_revolution_gives_recheck(tmp_path):
-    s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path,
-                       faults=Faults(strip_timeouts=1), timeouts={"strip_s": 0.3})
+    s = await simulate(
+        _args(tmp_path, 2, defect_rate=0.0), tmp_path, faults=Faults(strip_timeouts=1), timeouts={"strip_s": 0.3}
+    )
     assert s["delivered"] == 2 and s["verdicts"]["RECHECK"] == 1
     (recheck,) = [r for r in _rows(tmp_path) if r[2] == "RECHECK"]
     assert recheck[3].startswith("strip: ")
 
 
 async def test_stalled_turntable_gives_recheck_never_pass(tmp_path):
-    s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path,
-                       faults=Faults(stage_stall=True), timeouts={"move_s": 0.2})
+    s = await simulate(
+        _args(tmp_path, 2, defect_rate=0.0), tmp_path, faults=Faults(stage_stall=True), timeouts={"move_s": 0.2}
+    )
     assert s["delivered"] == 2 and s["verdicts"] == {"PASS": 0, "REJECT": 0, "RECHECK": 2}
     assert all(r[3].startswith("move: ") for r in _rows(tmp_path))
 
@@ -79,20 +90,20 @@ async def test_stalled_turntable_gives_recheck_never_pass(tmp_path):
 async def test_dark_images_from_a_dead_light_give_recheck_not_pass(tmp_path):
     s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path, faults=Faults(light_dead=True))
     assert s["delivered"] == 2 and s["verdicts"]["RECHECK"] == 2
-    assert all(r[3].startswith("invalid image: head@0 brightness") for r in _rows(tmp_path))
+    assert all(r[3].startswith("preprocess: head@0 brightness") for r in _rows(tmp_path))
 
 
 async def test_unknown_profile_from_the_robot_gives_recheck(tmp_path):
-    s = await simulate(_args(tmp_path, 1, defect_rate=0.0, profile="m8x40-hex"), tmp_path,
-                       robot_profile="m99-unknown")
+    s = await simulate(_args(tmp_path, 1, defect_rate=0.0, profile="m8x40-hex"), tmp_path, robot_profile="m99-unknown")
     assert s["delivered"] == 1 and s["verdicts"]["RECHECK"] == 1
-    assert _rows(tmp_path)[0][3] == "unknown profile 'm99-unknown'"
+    assert _rows(tmp_path)[0][3] == "profile: unknown profile 'm99-unknown'"
 
 
 async def test_stepper_alarm_mid_part_gives_recheck_naming_the_alarm(tmp_path):
     with structlog.testing.capture_logs() as logs:
-        s = await simulate(_args(tmp_path, 1, defect_rate=0.0), tmp_path,
-                           faults=Faults(stage_alarm_bits=(1 << 3) | (1 << 8)))
+        s = await simulate(
+            _args(tmp_path, 1, defect_rate=0.0), tmp_path, faults=Faults(stage_alarm_bits=(1 << 3) | (1 << 8))
+        )
     assert s["delivered"] == 1 and s["verdicts"]["RECHECK"] == 1
     (row,) = _rows(tmp_path)
     assert row[3].startswith("move: ") and "over-temperature" in row[3] and "open winding" in row[3]
@@ -106,5 +117,8 @@ async def test_the_sim_cell_drives_the_serial_drivers_on_ptys(tmp_path):
     assert s["delivered"] == 2
     events = {e["event"] for e in logs}
     assert {"scl.connected", "lighting.connected"} <= events  # the production drivers, not sim://
+    # the drivers open stable links (as /dev/serial/by-id) that point at the emulators' ptys
     ports = {e["port"] for e in logs if e["event"] in ("scl.connected", "lighting.connected")}
-    assert all(p.startswith("/dev/pts/") for p in ports)
+    assert ports == {str(tmp_path / "scl-drive"), str(tmp_path / "gardasoft")}
+    ptys = [e["pty"] for e in logs if e["event"] in ("scl_drive.plugged", "gardasoft_emulator.plugged")]
+    assert len(ptys) == 2 and all(p.startswith("/dev/pts/") for p in ptys)

@@ -23,7 +23,9 @@ def cell(profiles_copy: Path, tmp_path: Path) -> Path:
     """The sim cell as `cellctl run` accepts it: sim:// devices, records in tmp."""
     path = profiles_copy / "cell-sim.yaml"
     text = path.read_text().replace("/var/lib/cellctl/records.db", str(tmp_path / "db" / "records.db"))
-    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace('"emulator://gardasoft"', '"sim://"')
+    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace(
+        '"emulator://gardasoft"', '"sim://"'
+    )
     path.write_text(text)
     preflight(path)  # the baseline passes
     return path
@@ -50,14 +52,26 @@ def _refused(path: Path, field: str, says: str, line: int | None = None, *, allo
     [
         ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "foo://x"}', "frame_camera", "unknown URL scheme 'foo'"),
         ('stage: {url: "sim://"', 'stage: {url: "serial:///dev/ttyS0?baud=1234"', "stage", "option baud='1234'"),
-        ('lighting: {url: "sim://"}', 'lighting: {url: "serial:///dev/ttyS0?colour=blue"}', "lighting",
-         "unknown option 'colour'"),
+        (
+            'lighting: {url: "sim://"}',
+            'lighting: {url: "serial:///dev/ttyS0?colour=blue"}',
+            "lighting",
+            "unknown option 'colour'",
+        ),
         ('line_camera: {url: "sim://"}', 'line_camera: {url: "sim://?seed=-4"}', "line_camera", "option seed='-4'"),
         ('line_camera: {url: "sim://"}', 'line_camera: {url: "sim://?time_scale=nan"}', "line_camera", "finite"),
-        ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "gentl:///opt/none/x.cti?serial=1"}', "frame_camera",
-         "GenTL producer /opt/none/x.cti does not exist"),
-        ('frame_camera: {url: "sim://"}', 'frame_camera: {url: "gentl:///opt/x.cti"}', "frame_camera",
-         "exactly one of serial"),
+        (
+            'frame_camera: {url: "sim://"}',
+            'frame_camera: {url: "gentl:///opt/none/x.cti?serial=1"}',
+            "frame_camera",
+            "GenTL producer /opt/none/x.cti does not exist",
+        ),
+        (
+            'frame_camera: {url: "sim://"}',
+            'frame_camera: {url: "gentl:///opt/x.cti"}',
+            "frame_camera",
+            "exactly one of serial",
+        ),
     ],
 )
 def test_device_url_problems_name_the_line_of_the_url(cell, old, new, device, says):
@@ -106,15 +120,17 @@ def test_existing_database_is_checked_without_being_changed(tmp_path):
     assert not (tmp_path / "new").exists()  # checking creates nothing
 
 
-def _model(path: Path, input_name="image", output_name="defect_prob", size=224, out_rank=1,
-           dtype=TensorProto.FLOAT) -> Path:
+def _model(
+    path: Path, input_name="image", output_name="defect_prob", size=224, out_rank=1, dtype=TensorProto.FLOAT
+) -> Path:
     """A tiny real ONNX model: global average pool -> one number per image."""
     x = helper.make_tensor_value_info(input_name, dtype, ["n", 3, size, size])
     out_shape = ["n"] if out_rank == 1 else ["n", 1]
     y = helper.make_tensor_value_info(output_name, dtype, out_shape)
     nodes = [
         helper.make_node("ReduceMean", [input_name], ["m"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Identity", ["m"], [output_name]) if out_rank == 1
+        helper.make_node("Identity", ["m"], [output_name])
+        if out_rank == 1
         else helper.make_node("Unsqueeze", ["m", "ax"], [output_name]),
     ]
     inits = [] if out_rank == 1 else [helper.make_tensor("ax", TensorProto.INT64, [1], [1])]
@@ -135,8 +151,9 @@ def _model(path: Path, input_name="image", output_name="defect_prob", size=224, 
         ({"dtype": TensorProto.DOUBLE}, "tensor(double)"),
     ],
 )
-def test_model_with_the_wrong_interface_is_refused_by_check_and_by_the_inferencer(profiles_copy, tmp_path, kwargs,
-                                                                                   says, capsys):
+def test_model_with_the_wrong_interface_is_refused_by_check_and_by_the_inferencer(
+    profiles_copy, tmp_path, kwargs, says, capsys
+):
     model = _model(profiles_copy / "models" / "odd.onnx", **kwargs)
     assert not verify_model(_model(tmp_path / "good.onnx"), 224)  # the helper itself makes good models
     profile = profiles_copy / "m8x40-hex.yaml"
@@ -164,8 +181,9 @@ def test_file_that_is_no_model_is_refused(profiles_copy, capsys):
 
 def test_strobe_beyond_the_overdrive_table_is_refused_everywhere(profiles_copy, capsys):
     profile = profiles_copy / "m8x40-hex.yaml"
-    line = _edit(profile, "  mode: continuous\n  intensity_pct: 80",
-                 "  mode: strobe\n  intensity_pct: 150\n  pulse_width_ms: 60")
+    line = _edit(
+        profile, "  mode: continuous\n  intensity_pct: 80", "  mode: strobe\n  intensity_pct: 150\n  pulse_width_ms: 60"
+    )
     assert cli(["check", str(profile)]) == 1
     err = capsys.readouterr().err
     assert f"{profile}:" in err and "lighting:" in err and "at most 50 ms" in err
@@ -217,9 +235,12 @@ def test_profile_file_name_is_a_profile_name(cell, capsys):
 def test_part_request_refuses_unsafe_part_ids_and_profiles():
     ok = CELL_BOUND.validate_json(b'{"type": "part", "part_id": "P-0001", "profile": "m8x40-hex"}')
     assert ok.part_id == "P-0001"
-    for bad in (b'{"type": "part", "part_id": "P\\u202e1"}', b'{"type": "part", "part_id": "P\\u0007"}',
-                b'{"type": "part", "part_id": "' + b"x" * 65 + b'"}',
-                b'{"type": "part", "part_id": "P1", "profile": "a\\u2066b"}'):
+    for bad in (
+        b'{"type": "part", "part_id": "P\\u202e1"}',
+        b'{"type": "part", "part_id": "P\\u0007"}',
+        b'{"type": "part", "part_id": "' + b"x" * 65 + b'"}',
+        b'{"type": "part", "part_id": "P1", "profile": "a\\u2066b"}',
+    ):
         with pytest.raises(ValueError):
             CELL_BOUND.validate_json(bad)
 
@@ -232,7 +253,8 @@ def test_run_uses_the_same_preflight(cell, tmp_path):
 
     async def run() -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cellctl", "run", "--config", str(cell), stderr=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "cellctl", "run", "--config", str(cell), stderr=asyncio.subprocess.PIPE
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         return proc.returncode or 0, err.decode()
 

@@ -47,11 +47,35 @@ def _line(path: Path, needle: str) -> int:
 @pytest.mark.parametrize(
     ("old", "new", "field", "needle", "says"),
     [
-        ("  exposure_us: 8000", "  exposure_us: -5", "frame_camera.exposure_us", "exposure_us: -5", "greater than or equal to 10"),
-        ("  intensity_pct: 80", "  intensity_pct: 80\n  brightnes: 3", "lighting.brightnes", "brightnes: 3", "unknown field"),
-        ("  pixel_format: BayerRG8", "  pixel_format: BayerGB16", "frame_camera.pixel_format", "BayerGB16", "'BayerRG8', 'RGB8' or 'Mono8'"),
+        (
+            "  exposure_us: 8000",
+            "  exposure_us: -5",
+            "frame_camera.exposure_us",
+            "exposure_us: -5",
+            "greater than or equal to 10",
+        ),
+        (
+            "  intensity_pct: 80",
+            "  intensity_pct: 80\n  brightnes: 3",
+            "lighting.brightnes",
+            "brightnes: 3",
+            "unknown field",
+        ),
+        (
+            "  pixel_format: BayerRG8",
+            "  pixel_format: BayerGB16",
+            "frame_camera.pixel_format",
+            "BayerGB16",
+            "'BayerRG8', 'RGB8' or 'Mono8'",
+        ),
         ("  threshold: 0.5", "  threshold: high", "decision.threshold", "threshold: high", "valid number"),
-        ("head_positions_deg: [0, 90, 180, 270]", "head_positions_deg: [0, 180, 90]", "head_positions_deg", "head_positions_deg", "ascending"),
+        (
+            "head_positions_deg: [0, 90, 180, 270]",
+            "head_positions_deg: [0, 180, 90]",
+            "head_positions_deg",
+            "head_positions_deg",
+            "ascending",
+        ),
         ("  head_roi: {x_px: 976,", "  head_roi: {x_px: 2400,", "", "head_roi", "must lie inside"),
     ],
 )

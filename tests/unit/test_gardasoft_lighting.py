@@ -75,14 +75,19 @@ async def test_dead_leds_stay_dark_while_the_controller_answers(light, emulator,
 
 @pytest.mark.parametrize(
     ("mode", "pct", "width_ms", "range_text"),
-    [("strobe", 250.0, 20.0, "at most 10 ms"), ("strobe", 150.0, 60.0, "at most 50 ms"),
-     ("continuous", 150.0, 10.0, "continuous 0-100 %"), ("strobe", 320.0, 5.0, "201-300 %")],
+    [
+        ("strobe", 250.0, 20.0, "at most 10 ms"),
+        ("strobe", 150.0, 60.0, "at most 50 ms"),
+        ("continuous", 150.0, 10.0, "continuous 0-100 %"),
+        ("strobe", 320.0, 5.0, "201-300 %"),
+    ],
 )
 async def test_overdrive_beyond_the_limits_is_refused_before_sending(light, emulator, mode, pct, width_ms, range_text):
     await light.connect(T_S)
     # model_construct skips the settings' own validation: the driver must check again
-    unsafe = LightingSettings.model_construct(channel=3, mode=mode, intensity_pct=pct, pulse_width_ms=width_ms,
-                                              pulse_delay_ms=0.0, warmup_s=0.0)
+    unsafe = LightingSettings.model_construct(
+        channel=3, mode=mode, intensity_pct=pct, pulse_width_ms=width_ms, pulse_delay_ms=0.0, warmup_s=0.0
+    )
     with pytest.raises(DriverInitError, match="channel 3") as refused:
         await light.configure(unsafe, T_S)
     assert f"{pct:g} %" in str(refused.value) and range_text in str(refused.value)
@@ -205,10 +210,12 @@ async def test_close_after_a_lost_port_does_not_hang(light, emulator):
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("serial:///dev/ttyUSB1?baud=12345", r"baud='12345'.*115200"),
-     ("serial:///dev/ttyUSB1?baud=fast", r"baud='fast'"),
-     ("serial:///dev/ttyUSB1?parity=E", r"unknown option 'parity' \(allowed: baud\)"),
-     ("serial://", r"not serial:///dev/<port>")],
+    [
+        ("serial:///dev/ttyUSB1?baud=12345", r"baud='12345'.*115200"),
+        ("serial:///dev/ttyUSB1?baud=fast", r"baud='fast'"),
+        ("serial:///dev/ttyUSB1?parity=E", r"unknown option 'parity' \(allowed: baud\)"),
+        ("serial://", r"not serial:///dev/<port>"),
+    ],
 )
 def test_a_bad_url_is_refused_when_built(url, message):
     with pytest.raises(DriverInitError, match=message):

@@ -108,7 +108,7 @@ async def test_silent_camera_times_out_and_is_rebuilt(camera):
     await cam._host.run(setattr, cam._ia.remote_device.node_map.AcquisitionFrameRate, "value", 1.0)
     await cam.start(T_S)
     await cam.grab(5)
-    with pytest.raises(DriverTimeout, match="no frame within 0.05 s"):
+    with pytest.raises(DriverTimeout, match=r"no frame within 0\.05 s"):
         await cam.grab(0.05)
     assert cam.missed == 1
     await _until(lambda: cam.rebuilds == 1 and cam.state == "acquiring")
@@ -142,8 +142,11 @@ def test_devices_command_lists_a_producer_and_finds_the_configured_camera(profil
 
     config = profiles_copy / "cell-sim.yaml"
     text = config.read_text().replace(
-        'frame_camera: {url: "sim://"}', f'frame_camera: {{url: "gentl://{VIKY}?serial=2&strict=false"}}')
-    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace('"emulator://gardasoft"', '"sim://"')
+        'frame_camera: {url: "sim://"}', f'frame_camera: {{url: "gentl://{VIKY}?serial=2&strict=false"}}'
+    )
+    text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace(
+        '"emulator://gardasoft"', '"sim://"'
+    )
     config.write_text(text)
     assert cli(["devices", "--config", str(config), "--json"]) == 0
     report = {e["device"]: e for e in json.loads(capsys.readouterr().out)}

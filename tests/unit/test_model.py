@@ -71,8 +71,22 @@ def test_eval_reports_per_kind_and_total(tmp_path, capsys):
 def test_quantize_writes_a_working_int8_model(tmp_path, capsys):
     export_parts(tmp_path / "calib", "m8x40-hex", None, parts=2, seed=99, defect_rate=1.0)
     out = tmp_path / "int8.onnx"
-    assert cli(["quantize", str(MODELS / "student-fp32.onnx"), str(out), "--calibration", str(tmp_path / "calib"),
-                "--profile", "m8x40-hex", "--max-images", "6"]) == 0
+    assert (
+        cli(
+            [
+                "quantize",
+                str(MODELS / "student-fp32.onnx"),
+                str(out),
+                "--calibration",
+                str(tmp_path / "calib"),
+                "--profile",
+                "m8x40-hex",
+                "--max-images",
+                "6",
+            ]
+        )
+        == 0
+    )
     assert file_sha256(out) in capsys.readouterr().out
     assert out.stat().st_size < (MODELS / "student-fp32.onnx").stat().st_size / 3  # int8 weights
     p = OnnxInferencer(out, file_sha256(out), threads=2).infer(np.zeros((2, 3, 224, 224), np.float32))

@@ -3,7 +3,7 @@ milliseconds of mechanics; the one model is the committed INT8 student."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,11 +131,10 @@ async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
     _place(world, "P7", defective=False)
     acq = await acquire(devices, Acquisition(PartRequest(part_id="P7"), PROFILE.name, PROFILE, 1, 0.0),
                         CONFIG.timeouts)
-    release = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    release = threading.Event()
 
     def stuck(n):
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()  # holds the thread until released
+        release.wait(60)  # holds the inference thread until the test lets go
         return np.zeros(n, np.float32)
 
     result = await analyse(acq, {PROFILE.model_path: _Answer(stuck)}, executor, 0.01)

@@ -10,9 +10,17 @@ from cellctl.records import Record, Records, RecordsError
 
 
 def _record(seq: int, outcome: Outcome = Outcome.PASS, part_id: str | None = None) -> Record:
-    verdict = Verdict(cell_id="c", seq=seq, part_id=part_id or f"P{seq}", profile="m8x40-hex", verdict=outcome,
-                      bin=Bin.GOOD if outcome is Outcome.PASS else Bin.RECHECK, reason="r", max_score=0.2,
-                      latency_ms=40.0)
+    verdict = Verdict(
+        cell_id="c",
+        seq=seq,
+        part_id=part_id or f"P{seq}",
+        profile="m8x40-hex",
+        verdict=outcome,
+        bin=Bin.GOOD if outcome is Outcome.PASS else Bin.RECHECK,
+        reason="r",
+        max_score=0.2,
+        latency_ms=40.0,
+    )
     return Record(verdict, {"head@0": 0.2}, {"infer": 3.0})
 
 

@@ -29,7 +29,7 @@ def _render(profile, seed: int, part_seed: int, defective: bool):
 def test_same_seed_renders_identical_pixels(m8):
     _, heads_a, strip_a = _render(m8, seed=5, part_seed=11, defective=True)
     _, heads_b, strip_b = _render(m8, seed=5, part_seed=11, defective=True)
-    for a, b in zip(heads_a, heads_b):
+    for a, b in zip(heads_a, heads_b, strict=True):
         assert np.array_equal(a, b)
     assert np.array_equal(strip_a.image, strip_b.image)
 
@@ -43,11 +43,11 @@ def test_another_part_renders_other_pixels(m8):
 
 def test_indications_are_bright_and_labelled_in_the_views_that_show_them(m8):
     for part_seed in range(20):
-        part, heads, strip = _render(m8, seed=1, part_seed=part_seed, defective=True)
-        clean_part, clean_heads, clean_strip = _render(m8, seed=1, part_seed=part_seed, defective=False)
+        part, _, strip = _render(m8, seed=1, part_seed=part_seed, defective=True)
+        clean_part, _, clean_strip = _render(m8, seed=1, part_seed=part_seed, defective=False)
         labels = view_labels(part, m8.profile, strip, m8.views)
         assert any(labels), f"part {part_seed}: no view shows its {len(part.indications)} indications"
-        for ind, pts in zip(part.indications, strip.points):
+        for ind, pts in zip(part.indications, strip.points, strict=True):
             if ind.region == "shank":
                 x, y = pts[len(pts) // 2].astype(int)
                 assert strip.image[y, x] > clean_strip.image[y, x] + 60  # a bright line, not haze
@@ -71,13 +71,14 @@ def test_region_is_cut_at_odd_offsets_without_breaking_the_mosaic():
 
 
 def test_batch_has_one_normalised_input_per_view(m8):
-    part, heads, strip = _render(m8, seed=1, part_seed=3, defective=False)
-    prepared = prepare_batch([(to_bayer_rg8(h), "BayerRG8") for h in heads], (to_rgb8(strip.image), "RGB8"),
-                             m8.views, m8.profile.preprocess)
+    _, heads, strip = _render(m8, seed=1, part_seed=3, defective=False)
+    prepared = prepare_batch(
+        [(to_bayer_rg8(h), "BayerRG8") for h in heads], (to_rgb8(strip.image), "RGB8"), m8.views, m8.profile.preprocess
+    )
     batch = prepared.batch
     assert np.allclose(prepared.brightness, batch.mean(axis=(1, 2, 3)), atol=1e-4)  # fixed: pixel / 255
     assert batch.shape == (len(view_specs(m8.profile)), 3, 224, 224)
-    assert batch.dtype == np.float32 and 0.0 <= batch.min() and batch.max() <= 1.0
+    assert batch.dtype == np.float32 and batch.min() >= 0.0 and batch.max() <= 1.0
     assert batch[:, 1].mean() > batch[:, 0].mean()  # green fluorescence
 
 

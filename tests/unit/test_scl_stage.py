@@ -221,8 +221,16 @@ async def test_unplugged_port_fails_then_replug_reconnects_once(drive, stage):
     sent_before = len(emulator.commands)
     await stage.move_by(90.0, timeout_s=10.0)
     assert stage.reconnects == 1 and emulator.position == STEPS_PER_REV // 4
-    assert emulator.commands[sent_before:sent_before + 9] == [
-        "PR4", "MV", "AR", "AL", f"EG{STEPS_PER_REV}", "ME", "VE5", "AC200", "DE200"
+    assert emulator.commands[sent_before : sent_before + 9] == [
+        "PR4",
+        "MV",
+        "AR",
+        "AL",
+        f"EG{STEPS_PER_REV}",
+        "ME",
+        "VE5",
+        "AC200",
+        "DE200",
     ]
 
 
