@@ -74,8 +74,18 @@ class Cell:
         self.loop_lag = LoopLagMonitor()
         self.inferencers: dict[Path, Inferencer] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.pipeline = Pipeline(config, profiles, self.inferencers, self.devices, self.link, self.writer,
-                                 self.publisher, self.state, self._executor, self.reload)
+        self.pipeline = Pipeline(
+            config,
+            profiles,
+            self.inferencers,
+            self.devices,
+            self.link,
+            self.writer,
+            self.publisher,
+            self.state,
+            self._executor,
+            self.reload,
+        )
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -107,8 +117,12 @@ class Cell:
         await self._judge_interrupted()
         self.pipeline.last_accepted = await self.records.last_accepted()
         self.state.set(Phase.READY)
-        log.info("cell.started", cell_id=self.config.cell_id, profiles=sorted(self.profiles),
-                 last_accepted=self.pipeline.last_accepted)
+        log.info(
+            "cell.started",
+            cell_id=self.config.cell_id,
+            profiles=sorted(self.profiles),
+            last_accepted=self.pipeline.last_accepted,
+        )
 
     async def stop(self) -> None:
         self.state.set(Phase.STOPPING)
@@ -133,9 +147,14 @@ class Cell:
         self.state.set(Phase.STOPPING)
 
     def health(self) -> dict[str, Any]:
-        return {**self.state.health(), "devices": self.devices.health(), "delivery": self.delivery.health(),
-                "records_backlog": len(self.writer.backlog), "loop_lag_ms": self.loop_lag.summary(),
-                "verdicts": self.counts}
+        return {
+            **self.state.health(),
+            "devices": self.devices.health(),
+            "delivery": self.delivery.health(),
+            "records_backlog": len(self.writer.backlog),
+            "loop_lag_ms": self.loop_lag.summary(),
+            "verdicts": self.counts,
+        }
 
     # ------------------------------------------------------------------ steps
     async def _load_models(self, profiles: dict[str, ResolvedProfile]) -> None:
@@ -144,8 +163,13 @@ class Cell:
         for rp in profiles.values():
             if rp.model_path in self.inferencers:
                 continue
-            load = functools.partial(OnnxInferencer, rp.model_path, rp.profile.model.sha256,
-                                     self.config.inference_threads, input_size_px=rp.profile.preprocess.input_size_px)
+            load = functools.partial(
+                OnnxInferencer,
+                rp.model_path,
+                rp.profile.model.sha256,
+                self.config.inference_threads,
+                input_size_px=rp.profile.preprocess.input_size_px,
+            )
             model: Inferencer = await loop.run_in_executor(self._executor, load)
             if self.hooks.wrap_inferencer is not None:
                 model = self.hooks.wrap_inferencer(model)
@@ -154,11 +178,19 @@ class Cell:
     async def _judge_interrupted(self) -> None:
         """Parts accepted by a daemon that died before judging them: RECHECK, before any new part."""
         for part in await self.records.unjudged():
-            fault = Fault(Step.INTERRUPTED, f"the daemon stopped before the part was judged (accepted {part.accepted_at})")
-            log.warning("part.interrupted", part_id=part.part_id, seq=part.seq, profile=part.profile,
-                        accepted_at=part.accepted_at)
-            result = PartResult(part.seq, part.part_id, part.profile, time.monotonic(),
-                                decide([], None, 0.5, fault), {}, {}, None)
+            fault = Fault(
+                Step.INTERRUPTED, f"the daemon stopped before the part was judged (accepted {part.accepted_at})"
+            )
+            log.warning(
+                "part.interrupted",
+                part_id=part.part_id,
+                seq=part.seq,
+                profile=part.profile,
+                accepted_at=part.accepted_at,
+            )
+            result = PartResult(
+                part.seq, part.part_id, part.profile, time.monotonic(), decide([], None, 0.5, fault), {}, {}, None
+            )
             await self.publisher.publish(result)
 
     # ------------------------------------------------------------------ signals and reload
@@ -183,7 +215,7 @@ class Cell:
             signal.SIGHUP: reload,
         }
         for sig in IGNORED_SIGNALS:
-            handlers[sig] = lambda name=sig.name: log.warning("signal.ignored", signal=name)
+            handlers[sig] = functools.partial(log.warning, "signal.ignored", signal=sig.name)
         for sig, handler in handlers.items():
             loop.add_signal_handler(sig, handler)
         try:

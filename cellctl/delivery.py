@@ -42,12 +42,19 @@ class Delivery:
         try:
             ack = await self.link.deliver(verdict)
         except DriverTimeout as exc:
-            log.error("verdict.undelivered", seq=verdict.seq, part_id=verdict.part_id,
-                      profile=verdict.profile, error=str(exc))
+            log.error(
+                "verdict.undelivered", seq=verdict.seq, part_id=verdict.part_id, profile=verdict.profile, error=str(exc)
+            )
             await self._mark(verdict, "expired")
             return
-        log.info("verdict.acked", seq=verdict.seq, part_id=verdict.part_id, profile=verdict.profile,
-                 bin=int(ack.bin), res=ack.res)
+        log.info(
+            "verdict.acked",
+            seq=verdict.seq,
+            part_id=verdict.part_id,
+            profile=verdict.profile,
+            bin=int(ack.bin),
+            res=ack.res,
+        )
         await self._mark(verdict, "acked")
 
     async def _mark(self, verdict: Verdict, state: str) -> None:
@@ -56,8 +63,14 @@ class Delivery:
         except RecordsError as exc:
             # the ack state is not the verdict: left 'pending', it is resent at the next start
             # and the robot deduplicates it
-            log.warning("verdict.mark_failed", seq=verdict.seq, part_id=verdict.part_id,
-                        profile=verdict.profile, state=state, error=str(exc))
+            log.warning(
+                "verdict.mark_failed",
+                seq=verdict.seq,
+                part_id=verdict.part_id,
+                profile=verdict.profile,
+                state=state,
+                error=str(exc),
+            )
 
     async def drain(self) -> None:
         if self._tasks:

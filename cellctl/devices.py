@@ -45,8 +45,12 @@ class CellDevices:
         )
 
     def named(self) -> dict[str, Any]:
-        return {"frame_camera": self.frame_camera, "line_camera": self.line_camera,
-                "stage": self.stage, "lighting": self.lighting}
+        return {
+            "frame_camera": self.frame_camera,
+            "line_camera": self.line_camera,
+            "stage": self.stage,
+            "lighting": self.lighting,
+        }
 
     async def connect(self, timeout_s: float) -> None:
         """All devices in parallel; each driver keeps the deadline. Errors name every device."""
@@ -82,8 +86,12 @@ class CellDevices:
         # lights off first: a UV bar left on is the one hazard here. Each close is bounded by
         # its driver and never raises by contract; a broken driver still must not keep the
         # others open.
-        for name, device in (("lighting", self.lighting), ("stage", self.stage),
-                             ("line_camera", self.line_camera), ("frame_camera", self.frame_camera)):
+        for name, device in (
+            ("lighting", self.lighting),
+            ("stage", self.stage),
+            ("line_camera", self.line_camera),
+            ("frame_camera", self.frame_camera),
+        ):
             try:
                 await device.close()
             except Exception as exc:  # noqa: BLE001

@@ -7,10 +7,10 @@ downstream parses reasons back into fault names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     """The steps of one part's way through the cell, in order."""
 
     ACCEPT = "accept"  # the part recorded as in the fixture (durable seq)

@@ -6,7 +6,7 @@ bridge -> cell: ``part`` (a part sits in the fixture), ``ack`` (verdict received
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -16,7 +16,7 @@ from cellctl.text import SafeName
 SCHEMA_VERSION: Literal[1] = 1
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     PASS = "PASS"
     REJECT = "REJECT"
     RECHECK = "RECHECK"

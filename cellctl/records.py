@@ -15,6 +15,7 @@ locks. Every SQLite or OS failure (disk full, read-only, file vanished) becomes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -109,10 +110,8 @@ class Records:
 
     async def close(self) -> None:
         if self._db is not None:
-            try:
+            with contextlib.suppress(RecordsError):  # a vanished disk: nothing left to save
                 await self._run(self._db.close)
-            except RecordsError:
-                pass  # closing a database on a vanished disk: nothing left to save
             self._db = None
         self._pool.shutdown(wait=True)
 
@@ -175,8 +174,20 @@ class Records:
             db.execute(
                 "INSERT INTO inspections (seq, cell_id, part_id, profile, model_sha256, verdict, reason,"
                 " scores, timings_ms, latency_ms, created_at, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (v.seq, v.cell_id, v.part_id, v.profile, v.model_sha256, v.verdict.value, v.reason,
-                 json.dumps(r.scores), json.dumps(r.timings_ms), v.latency_ms, _now(), v.model_dump_json()),
+                (
+                    v.seq,
+                    v.cell_id,
+                    v.part_id,
+                    v.profile,
+                    v.model_sha256,
+                    v.verdict.value,
+                    v.reason,
+                    json.dumps(r.scores),
+                    json.dumps(r.timings_ms),
+                    v.latency_ms,
+                    _now(),
+                    v.model_dump_json(),
+                ),
             )
             db.execute("DELETE FROM accepted WHERE seq = ?", (v.seq,))
 

@@ -62,6 +62,12 @@ class RobotLink:
     async def request_part(self, accepted: str | None, timeout_s: float | None = None) -> PartRequest:
         """Tell the bridge the fixture is free (``accepted``: the last part taken from it) and
         wait for the next part."""
+        # A part request already queued answers no ready of this request (e.g. one a killed
+        # predecessor sent): taking it would inspect a part twice. Dropped and logged.
+        while not self._parts.empty():
+            stale = self._parts.get_nowait()
+            self.dropped += 1
+            log.warning("robot_link.stale_part", part_id=stale.part_id, profile=stale.profile)
         await self._send(Ready(cell_id=self._cell_id, accepted=accepted))
         try:
             return await asyncio.wait_for(self._parts.get(), timeout_s)
@@ -88,8 +94,13 @@ class RobotLink:
                         raise DriverTimeout(
                             f"robot: verdict seq {verdict.seq} not acknowledged after {attempt} sends"
                         ) from None
-                    log.warning("verdict.resend", seq=verdict.seq, part_id=verdict.part_id,
-                                profile=verdict.profile, attempt=attempt + 1)
+                    log.warning(
+                        "verdict.resend",
+                        seq=verdict.seq,
+                        part_id=verdict.part_id,
+                        profile=verdict.profile,
+                        attempt=attempt + 1,
+                    )
         finally:
             self._acks.pop(verdict.seq, None)
 

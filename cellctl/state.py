@@ -10,7 +10,7 @@ it, so two troubles do not clear each other.
 from __future__ import annotations
 
 import asyncio
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -18,7 +18,7 @@ import structlog
 log = structlog.get_logger("cellctl.state")
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     STARTING = "starting"
     READY = "ready"
     BUSY = "busy"

@@ -68,7 +68,8 @@ class BackendRegistry:
     options: dict[str, str] = field(default_factory=dict)
 
     def load(self, url: DeviceUrl) -> type[Any]:
-        return self._import(url, self._target(url, self.backends))
+        backend: type[Any] = self._import(url, self._target(url, self.backends))
+        return backend
 
     def options_model(self, url: DeviceUrl) -> type[BaseModel] | None:
         """The backend's options model; None if it declares none (then it takes no options)."""

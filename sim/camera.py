@@ -68,6 +68,7 @@ class _SimStream:
     def __init__(self, url: DeviceUrl, context: dict[str, Any]) -> None:
         self._world = world_from(context, url)
         self._slots: deque[asyncio.Future[Frame | None]] = deque()
+        self._claimed: set[asyncio.Future[Frame | None]] = set()  # slots a grab is waiting on
         self._slot_added = asyncio.Event()
         self._pending: set[asyncio.Task[None]] = set()
         self._frame_id = 0
@@ -77,7 +78,13 @@ class _SimStream:
         self.missed = 0
 
     def health(self) -> dict[str, Any]:
-        return {"state": self.state, "frames": self.frames, "missed": self.missed, "rebuilds": 0}
+        return {
+            "state": self.state,
+            "frames": self.frames,
+            "missed": self.missed,
+            "rebuilds": 0,
+            "identity": "simulated",
+        }
 
     async def connect(self, timeout_s: float) -> None:
         self._usable()
@@ -116,9 +123,15 @@ class _SimStream:
         """Drop every frame expected so far: rendered, being rendered, or lost."""
         for task in self._pending:
             task.cancel()
-        for slot in self._slots:
+        for slot in (*self._slots, *self._claimed):
             slot.cancel()
         self._slots.clear()
+
+    def _unclaim(self, slot: asyncio.Future[Frame | None]) -> None:
+        """A grab that gave up hands its frame on to the next grab."""
+        self._claimed.discard(slot)
+        if not slot.done():
+            self._slots.appendleft(slot)
 
     async def grab(self, timeout_s: float) -> Frame:
         self._usable(acquiring="grab")
@@ -129,18 +142,24 @@ class _SimStream:
                 while not self._slots:
                     self._slot_added.clear()
                     await asyncio.wait_for(self._slot_added.wait(), deadline - loop.time())
-                slot = self._slots[0]
+                # claimed: a concurrent grab waits for the next frame, never for this one
+                slot = self._slots.popleft()
+                self._claimed.add(slot)
                 try:
                     frame = await asyncio.wait_for(asyncio.shield(slot), max(deadline - loop.time(), 0.0))
                     break
                 except asyncio.CancelledError:
                     if not slot.cancelled() or _cancelling():
+                        self._unclaim(slot)
                         raise  # we are cancelled, not the slot
                     # flushed by begin_strip/configure while we waited: wait for the next
+                except TimeoutError:
+                    self._unclaim(slot)
+                    raise
+                finally:
+                    self._claimed.discard(slot)
         except TimeoutError:
             raise DriverTimeout(f"{self.name}: no complete frame within {timeout_s:g} s") from None
-        if self._slots and self._slots[0] is slot:
-            self._slots.popleft()
         if frame is None:
             # lost on the way: the host only learns when its timeout runs out, in sim time
             self.missed += 1

@@ -81,8 +81,15 @@ class GardasoftEmulator:
         self.events = False
         self.commands: list[str] = []
         # LF is ignored; a line longer than the controller's buffer is thrown away (Err 2)
-        self._port = PtyPort(LINK_NAME, self._handle_line, events="gardasoft_emulator", link_dir=link_dir,
-                             ignored=b"\n", max_line_bytes=MAX_LINE_BYTES, on_overflow=self._on_overflow)
+        self._port = PtyPort(
+            LINK_NAME,
+            self._handle_line,
+            events="gardasoft_emulator",
+            link_dir=link_dir,
+            ignored=b"\n",
+            max_line_bytes=MAX_LINE_BYTES,
+            on_overflow=self._on_overflow,
+        )
         self._muted = False
         self._garbage: bytes | None = None
         self._chunk_bytes = 0
@@ -192,9 +199,13 @@ class GardasoftEmulator:
         return [self.identity]
 
     def _st(self, params: list[str]) -> list[str]:
-        return [f"CH{c} RS S{ch.brightness_pct:g}%" if ch.mode == "continuous" else
-                f"CH{c} RT P{ch.width_ms:g}ms D{ch.delay_ms:g}ms S{ch.brightness_pct:g}% "
-                f"R{ch.retrigger_ms:g}ms T{ch.triggers}" for c, ch in self.channels.items()]
+        return [
+            f"CH{c} RS S{ch.brightness_pct:g}%"
+            if ch.mode == "continuous"
+            else f"CH{c} RT P{ch.width_ms:g}ms D{ch.delay_ms:g}ms S{ch.brightness_pct:g}% "
+            f"R{ch.retrigger_ms:g}ms T{ch.triggers}"
+            for c, ch in self.channels.items()
+        ]
 
     def _rs(self, params: list[str]) -> list[str]:
         ch, pct = self._channel(params[0]), _number(params[1])

@@ -193,12 +193,19 @@ class SclDriveEmulator:
         self.commands.append(line)
         mnemonic, param = line[:2], line[2:]
         queries = {
-            "SC": lambda: f"{self.status:04X}", "AL": lambda: f"{self.alarms:04X}",
-            "IP": lambda: f"{self.position & 0xFFFFFFFF:08X}", "MV": lambda: MODEL_REVISION,
-            "PR": lambda: str(self.protocol), "BR": lambda: "1", "PB": lambda: "1",
-            "EG": lambda: str(self.steps_per_rev), "DI": lambda: str(self.distance),
-            "SP": lambda: str(self.position), "VE": lambda: f"{self.speed_rps:.4f}",
-            "AC": lambda: f"{self.accel_rps2:.3f}", "DE": lambda: f"{self.decel_rps2:.3f}",
+            "SC": lambda: f"{self.status:04X}",
+            "AL": lambda: f"{self.alarms:04X}",
+            "IP": lambda: f"{self.position & 0xFFFFFFFF:08X}",
+            "MV": lambda: MODEL_REVISION,
+            "PR": lambda: str(self.protocol),
+            "BR": lambda: "1",
+            "PB": lambda: "1",
+            "EG": lambda: str(self.steps_per_rev),
+            "DI": lambda: str(self.distance),
+            "SP": lambda: str(self.position),
+            "VE": lambda: f"{self.speed_rps:.4f}",
+            "AC": lambda: f"{self.accel_rps2:.3f}",
+            "DE": lambda: f"{self.decel_rps2:.3f}",
         }
         if not param and mnemonic in queries:
             value = queries[mnemonic]()
@@ -373,8 +380,9 @@ class SclDriveEmulator:
         done = 0
         for i in range(1, STEPS_PER_MOVE + 1):
             await self._sleep(duration / STEPS_PER_MOVE)
-            _, revs_now = _profile_revs(duration * i / STEPS_PER_MOVE, revs, self.speed_rps, self.accel_rps2,
-                                        self.decel_rps2)
+            _, revs_now = _profile_revs(
+                duration * i / STEPS_PER_MOVE, revs, self.speed_rps, self.accel_rps2, self.decel_rps2
+            )
             target = steps if i == STEPS_PER_MOVE else sign * round(revs_now * self.steps_per_rev)
             self._step(target - done)
             done = target

@@ -14,8 +14,12 @@ async def emulator_process(module: str, *args: str) -> AsyncIterator[str]:
     """Run ``python -m cellctl.sim.<module> ARGS``; yields the pty path it prints as READY.
     On exit it is sent SIGTERM and must exit 0."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"cellctl.sim.{module}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        f"cellctl.sim.{module}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     try:

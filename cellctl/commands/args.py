@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 
-def _number(text: str, kind: type) -> float:
+def _number(text: str, kind: type[int] | type[float]) -> float:
     try:
-        return kind(text)
+        return float(kind(text)) if kind is float else int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
 

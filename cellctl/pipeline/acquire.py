@@ -51,8 +51,16 @@ def acquisition_budget_s(timeouts: Timeouts, profile: PartProfile) -> float:
     """
     t, shots = timeouts, len(profile.head_positions_deg)
     moves = shots + 1  # to each head position, then round to 360
-    return (2 * t.light_s + profile.lighting.warmup_s + t.frame_s + moves * t.move_s + 2 * shots * t.frame_s
-            + t.strip_s + t.home_s + WATCHDOG_MARGIN_S)
+    return (
+        2 * t.light_s
+        + profile.lighting.warmup_s
+        + t.frame_s
+        + moves * t.move_s
+        + 2 * shots * t.frame_s
+        + t.strip_s
+        + t.home_s
+        + WATCHDOG_MARGIN_S
+    )
 
 
 class _Steps:
@@ -125,9 +133,16 @@ async def acquire(devices: CellDevices, acq: Acquisition, timeouts: Timeouts) ->
 def _fault(acq: Acquisition, exc: BaseException) -> Fault:
     fault = Fault.of(acq.step, exc)
     event = log.warning if isinstance(exc, CellError | TimeoutError) else log.error
-    event("acquire.fault", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name,
-          step=fault.step.value, fault=fault.detail, error_type=type(exc).__name__,
-          exc_info=not isinstance(exc, CellError | TimeoutError))
+    event(
+        "acquire.fault",
+        part_id=acq.request.part_id,
+        seq=acq.seq,
+        profile=acq.profile_name,
+        step=fault.step.value,
+        fault=fault.detail,
+        error_type=type(exc).__name__,
+        exc_info=not isinstance(exc, CellError | TimeoutError),
+    )
     return fault
 
 
@@ -136,5 +151,6 @@ async def home_after_fault(devices: CellDevices, acq: Acquisition, timeout_s: fl
     try:
         await devices.stage.home(timeout_s)
     except Exception as exc:  # noqa: BLE001 - the next part's first move reports a lasting fault
-        log.error("stage.home_failed", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name,
-                  error=str(exc))
+        log.error(
+            "stage.home_failed", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name, error=str(exc)
+        )

@@ -78,8 +78,12 @@ def _score(acq: Acquisition, rp: ResolvedProfile, inferencer: Inferencer) -> tup
         incomplete = [f.frame_id for f in frames if f is not None and not f.complete]
         if incomplete:
             raise ValueError(f"incomplete frame {', '.join(map(str, incomplete))}")
-        prepared = prepare_batch([(f.data, f.pixel_format) for f in acq.head_frames],
-                                 (acq.strip.data, acq.strip.pixel_format), rp.views, rp.profile.preprocess)
+        prepared = prepare_batch(
+            [(f.data, f.pixel_format) for f in acq.head_frames],
+            (acq.strip.data, acq.strip.pixel_format),
+            rp.views,
+            rp.profile.preprocess,
+        )
         d = rp.profile.decision
         for view, level in zip(rp.views, prepared.brightness, strict=True):
             if not d.min_view_brightness <= level <= d.max_view_brightness:
@@ -119,11 +123,20 @@ async def analyse(
     elif fault is None:
         fault = Fault(Step.INFER, "no model loaded for this profile")
     if fault is not None and fault is not acq.fault:
-        log.warning("analyse.fault", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name,
-                    step=fault.step.value, fault=fault.detail)
+        log.warning(
+            "analyse.fault",
+            part_id=acq.request.part_id,
+            seq=acq.seq,
+            profile=acq.profile_name,
+            step=fault.step.value,
+            fault=fault.detail,
+        )
     values = scores.tolist() if scores is not None else None
     return PartResult(
-        seq=acq.seq, part_id=acq.request.part_id, profile=acq.profile_name, started_s=acq.started_s,
+        seq=acq.seq,
+        part_id=acq.request.part_id,
+        profile=acq.profile_name,
+        started_s=acq.started_s,
         decision=decide(names, values, threshold, fault),
         scores=dict(zip(names, values, strict=True)) if values is not None else {},
         timings_ms=acq.timings_ms,

@@ -72,8 +72,12 @@ class DurableWriter:
                 self._failed(exc)
                 return
             written = self.backlog.pop(0)
-            log.info("record.recovered", seq=written.verdict.seq, part_id=written.verdict.part_id,
-                     profile=written.verdict.profile)
+            log.info(
+                "record.recovered",
+                seq=written.verdict.seq,
+                part_id=written.verdict.part_id,
+                profile=written.verdict.profile,
+            )
         self.state.unblock(BLOCK_KEY)
 
     async def retry_loop(self) -> None:
@@ -104,9 +108,16 @@ class Publisher:
 
     def verdict(self, result: PartResult, decision: Decision) -> Verdict:
         return Verdict(
-            cell_id=self.cell_id, seq=result.seq, part_id=result.part_id, profile=result.profile,
-            verdict=decision.outcome, bin=BIN_OF[decision.outcome], reason=decision.reason,
-            max_score=decision.max_score, worst_view=decision.worst_view, model_sha256=result.model_sha256,
+            cell_id=self.cell_id,
+            seq=result.seq,
+            part_id=result.part_id,
+            profile=result.profile,
+            verdict=decision.outcome,
+            bin=BIN_OF[decision.outcome],
+            reason=decision.reason,
+            max_score=decision.max_score,
+            worst_view=decision.worst_view,
+            model_sha256=result.model_sha256,
             latency_ms=round((time.monotonic() - result.started_s) * 1e3, 3),
         )
 
@@ -119,12 +130,21 @@ class Publisher:
         if not durable:
             blocked = self.writer.state.blocked_reasons.get(BLOCK_KEY, "records not writable")
             fault = Fault(Step.RECORD, blocked)
-            verdict = self.verdict(result, Decision(Outcome.RECHECK, fault.reason, result.decision.max_score,
-                                                    result.decision.worst_view))
+            verdict = self.verdict(
+                result, Decision(Outcome.RECHECK, fault.reason, result.decision.max_score, result.decision.worst_view)
+            )
             self.writer.backlog[-1] = Record(verdict, result.scores, result.timings_ms)
         self.counts[verdict.verdict.value] += 1
-        log.info("part.verdict", part_id=verdict.part_id, seq=verdict.seq, profile=verdict.profile,
-                 verdict=verdict.verdict.value, reason=verdict.reason, max_score=verdict.max_score,
-                 latency_ms=verdict.latency_ms, durable=durable)
+        log.info(
+            "part.verdict",
+            part_id=verdict.part_id,
+            seq=verdict.seq,
+            profile=verdict.profile,
+            verdict=verdict.verdict.value,
+            reason=verdict.reason,
+            max_score=verdict.max_score,
+            latency_ms=verdict.latency_ms,
+            durable=durable,
+        )
         self.delivery.spawn(verdict)
         return verdict

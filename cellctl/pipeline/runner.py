@@ -125,7 +125,7 @@ class Pipeline:
                     if stop.is_set():
                         return None
                     await self._reload_if_asked()  # the part request stays open meanwhile
-            except Exception as exc:  # noqa: BLE001 - the link comes back; the cell must not die
+            except Exception as exc:
                 log.error("robot_link.request_failed", error=str(exc), exc_info=True)
                 await _first(asyncio.sleep(LINK_RETRY_S), stop.wait())
             finally:
@@ -149,7 +149,7 @@ class Pipeline:
         acq = Acquisition(request, name, self.profiles.get(name), seq, time.monotonic())
         try:
             return await self._acquire(acq)
-        except Exception as exc:  # noqa: BLE001 - a bug on the way is this part's RECHECK
+        except Exception as exc:
             log.error("part.error", part_id=request.part_id, seq=seq, profile=name, error=str(exc), exc_info=True)
             acq.fault = acq.fault or Fault.of(acq.step, exc)
             return acq
@@ -166,8 +166,14 @@ class Pipeline:
                 await self.use_profile(rp)
             except Exception as exc:  # noqa: BLE001 - a refused switch is this part's RECHECK
                 acq.fault = Fault(Step.PROFILE, f"switch to {rp.name} refused: {exc}", exc)
-                log.error("profile.refused", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name,
-                          error=str(exc), kept=self.current.name if self.current else None)
+                log.error(
+                    "profile.refused",
+                    part_id=acq.request.part_id,
+                    seq=acq.seq,
+                    profile=rp.name,
+                    error=str(exc),
+                    kept=self.current.name if self.current else None,
+                )
                 return acq
         log.info("part.acquire", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name)
         budget_s = acquisition_budget_s(self.config.timeouts, rp.profile)
@@ -176,8 +182,9 @@ class Pipeline:
         except TimeoutError:
             # only a driver that ignores its own deadline gets here (see acquisition_budget_s)
             acq.fault = Fault(acq.step, f"watchdog: acquisition exceeded {budget_s:g} s")
-            log.error("acquire.watchdog", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name,
-                      step=acq.step.value)
+            log.error(
+                "acquire.watchdog", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name, step=acq.step.value
+            )
             await home_after_fault(self.devices, acq, self.config.timeouts.home_s)
             return acq
 
@@ -186,9 +193,15 @@ class Pipeline:
         while (acq := await queue.get()) is not None:
             try:
                 result = await analyse(acq, self.inferencers, self.executor, self.config.timeouts.inference_s)
-            except Exception as exc:  # noqa: BLE001 - a bug on the way is this part's RECHECK
-                log.error("part.error", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name,
-                          error=str(exc), exc_info=True)
+            except Exception as exc:
+                log.error(
+                    "part.error",
+                    part_id=acq.request.part_id,
+                    seq=acq.seq,
+                    profile=acq.profile_name,
+                    error=str(exc),
+                    exc_info=True,
+                )
                 result = _failed(acq, Fault.of(Step.DECIDE, exc))
             await self.publisher.publish(result)
 
@@ -196,8 +209,16 @@ class Pipeline:
 def _failed(acq: Acquisition, fault: Fault) -> PartResult:
     from cellctl.decision import decide
 
-    return PartResult(acq.seq, acq.request.part_id, acq.profile_name, acq.started_s,
-                      decide([], None, 0.5, fault), {}, acq.timings_ms, None)
+    return PartResult(
+        acq.seq,
+        acq.request.part_id,
+        acq.profile_name,
+        acq.started_s,
+        decide([], None, 0.5, fault),
+        {},
+        acq.timings_ms,
+        None,
+    )
 
 
 async def _first(work: Awaitable[object], stopping: Awaitable[object]) -> object | None:

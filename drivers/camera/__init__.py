@@ -10,14 +10,22 @@ from cellctl.drivers.camera._protocol import FrameCamera, LineScanCamera
 from cellctl.drivers.camera._settings import FrameCameraSettings, LineScanSettings, PixelFormat
 from cellctl.drivers.registry import BackendRegistry
 
-FRAME_CAMERAS = BackendRegistry("frame camera", {
-    "sim": "cellctl.sim.camera:SimFrameCamera",
-    "gentl": "cellctl.drivers.camera.gentl:GenTLFrameCamera",
-}, options={"sim": "cellctl.sim.options:SimOptions", "gentl": "cellctl.drivers.camera.gentl:GenTLOptions"})
-LINE_CAMERAS = BackendRegistry("line-scan camera", {
-    "sim": "cellctl.sim.camera:SimLineScanCamera",
-    "gentl": "cellctl.drivers.camera.gentl:GenTLLineScanCamera",
-}, options={"sim": "cellctl.sim.options:SimOptions", "gentl": "cellctl.drivers.camera.gentl:GenTLOptions"})
+FRAME_CAMERAS = BackendRegistry(
+    "frame camera",
+    {
+        "sim": "cellctl.sim.camera:SimFrameCamera",
+        "gentl": "cellctl.drivers.camera.gentl:GenTLFrameCamera",
+    },
+    options={"sim": "cellctl.sim.options:SimOptions", "gentl": "cellctl.drivers.camera.gentl:GenTLOptions"},
+)
+LINE_CAMERAS = BackendRegistry(
+    "line-scan camera",
+    {
+        "sim": "cellctl.sim.camera:SimLineScanCamera",
+        "gentl": "cellctl.drivers.camera.gentl:GenTLLineScanCamera",
+    },
+    options={"sim": "cellctl.sim.options:SimOptions", "gentl": "cellctl.drivers.camera.gentl:GenTLOptions"},
+)
 
 __all__ = [
     "FRAME_CAMERAS",

@@ -68,15 +68,19 @@ class Lighting(Protocol):
         """Figures and states, no I/O: connected, lit, reconnects, identity."""
 
 
-LIGHTS = BackendRegistry("lighting", {
-    "sim": "cellctl.sim.lighting:SimLighting",
-    "serial": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
-    "socket": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
-}, options={
-    "sim": "cellctl.sim.options:SimOptions",
-    "serial": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
-    "socket": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
-})
+LIGHTS = BackendRegistry(
+    "lighting",
+    {
+        "sim": "cellctl.sim.lighting:SimLighting",
+        "serial": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
+        "socket": "cellctl.drivers.lighting.gardasoft:GardasoftLighting",
+    },
+    options={
+        "sim": "cellctl.sim.options:SimOptions",
+        "serial": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
+        "socket": "cellctl.drivers.lighting.gardasoft:GardasoftOptions",
+    },
+)
 
 __all__ = [
     "CONTINUOUS_MAX_PCT",

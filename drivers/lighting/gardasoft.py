@@ -169,8 +169,12 @@ class GardasoftLighting:
 
     def health(self) -> dict[str, Any]:
         link = self._link
-        return {"connected": bool(self._connected and link is not None and link.is_open),
-                "lit": self._lit, "reconnects": self.reconnects, "identity": self.identity}
+        return {
+            "connected": bool(self._connected and link is not None and link.is_open),
+            "lit": self._lit,
+            "reconnects": self.reconnects,
+            "identity": self.identity,
+        }
 
     async def _operate(self, command: str, timeout_s: float) -> None:
         """Send one command; a vanished port is reopened once (VR handshake) before giving up."""

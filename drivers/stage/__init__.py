@@ -59,14 +59,18 @@ class StageAlarm(DriverIOError):
         super().__init__(f"{source}: drive alarm: {', '.join(alarms)} (AL={bits:04X})")
 
 
-STAGES = BackendRegistry("stage", {
-    "sim": "cellctl.sim.stage:SimStage",
-    "serial": "cellctl.drivers.stage.scl:SclStage",
-    "socket": "cellctl.drivers.stage.scl:SclStage",
-}, options={
-    "sim": "cellctl.sim.options:SimOptions",
-    "serial": "cellctl.drivers.stage.scl:SclOptions",
-    "socket": "cellctl.drivers.stage.scl:SclOptions",
-})
+STAGES = BackendRegistry(
+    "stage",
+    {
+        "sim": "cellctl.sim.stage:SimStage",
+        "serial": "cellctl.drivers.stage.scl:SclStage",
+        "socket": "cellctl.drivers.stage.scl:SclStage",
+    },
+    options={
+        "sim": "cellctl.sim.options:SimOptions",
+        "serial": "cellctl.drivers.stage.scl:SclOptions",
+        "socket": "cellctl.drivers.stage.scl:SclOptions",
+    },
+)
 
 __all__ = ["STAGES", "MotionSettings", "Stage", "StageAlarm"]

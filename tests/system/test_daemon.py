@@ -15,10 +15,9 @@ import sqlite3
 import sys
 
 import pytest
+import serial
 import zmq
 import zmq.asyncio
-
-import serial
 
 from cellctl.messages import Ack, Bin, PartRequest, encode
 
@@ -54,8 +53,14 @@ async def bridge(tmp_path):
 async def _start(cell_config, tmp_path, name):
     with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cellctl", "run", "--config", str(cell_config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            sys.executable,
+            "-m",
+            "cellctl",
+            "run",
+            "--config",
+            str(cell_config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
         )
 
 
@@ -112,7 +117,9 @@ async def _stop(proc, tmp_path, name) -> None:
     assert code == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
 
 
-async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_after_restart(cell_config, bridge, tmp_path):
+async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_after_restart(
+    cell_config, bridge, tmp_path
+):
     first = await _start(cell_config, tmp_path, "first")
     try:
         identity, _ = await _next(bridge, "ready")
@@ -139,7 +146,9 @@ async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_aft
                 await asyncio.sleep(0.2)
     finally:
         await _stop(second, tmp_path, "second")
-    log_lines = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines() if line.startswith("{")]
+    log_lines = [
+        json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines() if line.startswith("{")
+    ]
     assert any(e["event"] == "verdict.replay" and e["seq"] == 1 for e in log_lines)
 
 
@@ -154,12 +163,18 @@ async def test_broken_config_fails_start_with_file_and_line(profiles_copy, tmp_p
     assert f"{path}:" in err.decode() and "inference_threads" in err.decode()
 
 
-async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_feature_value_and_range(cell_config, tmp_path):
+async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_feature_value_and_range(
+    cell_config, tmp_path
+):
     import genicam
 
     viky = f"{genicam.__file__.rsplit('/', 1)[0]}/viky.cti"
-    cell_config.write_text(cell_config.read_text().replace(
-        'frame_camera: {url: "sim://?time_scale=0"}', f'frame_camera: {{url: "gentl://{viky}?serial=1&strict=false"}}'))
+    cell_config.write_text(
+        cell_config.read_text().replace(
+            'frame_camera: {url: "sim://?time_scale=0"}',
+            f'frame_camera: {{url: "gentl://{viky}?serial=1&strict=false"}}',
+        )
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cellctl", "run", "--config", str(cell_config), stderr=asyncio.subprocess.PIPE
     )
@@ -181,8 +196,15 @@ async def test_run_refuses_emulator_devices_and_says_how_to_serve_them(profiles_
 
 async def test_devices_reports_the_identity_of_each_serial_device(cell_config):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cellctl", "devices", "--config", str(cell_config), "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "cellctl",
+        "devices",
+        "--config",
+        str(cell_config),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0
@@ -193,7 +215,8 @@ async def test_devices_reports_the_identity_of_each_serial_device(cell_config):
 
 
 async def test_a_part_killed_mid_inspection_is_judged_interrupted_at_the_next_start_and_its_seq_not_reused(
-        cell_config, bridge, tmp_path, emulators):
+    cell_config, bridge, tmp_path, emulators
+):
     first = await _start(cell_config, tmp_path, "first")
     try:
         identity, ready = await _next(bridge, "ready")
@@ -225,8 +248,9 @@ async def test_a_part_killed_mid_inspection_is_judged_interrupted_at_the_next_st
     assert any(e["event"] == "part.interrupted" and e["seq"] == 1 for e in _events(tmp_path, "second"))
 
 
-async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(cell_config, bridge, tmp_path,
-                                                                              profiles_copy, emulators):
+async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(
+    cell_config, bridge, tmp_path, profiles_copy, emulators
+):
     proc = await _start(cell_config, tmp_path, "run")
     try:
         identity, _ = await _next(bridge, "ready")

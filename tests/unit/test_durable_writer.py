@@ -17,8 +17,17 @@ from cellctl.state import CellState, Phase
 
 
 def _record(seq: int, part_id: str) -> Record:
-    verdict = Verdict(cell_id="c", seq=seq, part_id=part_id, profile="m8x40-hex", verdict=Outcome.PASS,
-                      bin=Bin.GOOD, reason="all views clean", max_score=0.1, latency_ms=1.0)
+    verdict = Verdict(
+        cell_id="c",
+        seq=seq,
+        part_id=part_id,
+        profile="m8x40-hex",
+        verdict=Outcome.PASS,
+        bin=Bin.GOOD,
+        reason="all views clean",
+        max_score=0.1,
+        latency_ms=1.0,
+    )
     return Record(verdict, {"head@0": 0.1}, {})
 
 
@@ -74,8 +83,7 @@ def _small_filesystem(path):
     """A 1 MiB tmpfs: the real ENOSPC of a full disk (needs root, as CI runs)."""
     path.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True,
-                       capture_output=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"cannot mount a tmpfs here ({exc}); this test needs root, as CI runs it")
     try:

@@ -3,6 +3,7 @@ milliseconds of mechanics; the one model is the committed INT8 student."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +22,9 @@ from cellctl.sim.world import WORLD_KEY, SimWorld
 from tests.conftest import PROFILES
 
 PROFILE = resolve_profile(PROFILES / "m8x40-hex.yaml")
-CONFIG = CellConfig.model_validate({"devices": {n: {"url": "sim://"} for n in
-                                                ("frame_camera", "line_camera", "stage", "lighting")}})
+CONFIG = CellConfig.model_validate(
+    {"devices": {n: {"url": "sim://"} for n in ("frame_camera", "line_camera", "stage", "lighting")}}
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def _place(world: SimWorld, part_id: str, defective: bool) -> None:
 
 
 async def _inspect(cell, part_id="P1", defective=False, inferencer=None, model=None):
-    world, devices, executor = cell
+    _world, devices, executor = cell
     acq = Acquisition(PartRequest(part_id=part_id), PROFILE.name, PROFILE, 1, 0.0)
     acq = await acquire(devices, acq, CONFIG.timeouts)
     return acq, await analyse(acq, {PROFILE.model_path: inferencer or model}, executor, 60.0)
@@ -72,6 +74,8 @@ async def test_a_clean_part_is_acquired_whole_and_passes_and_the_light_is_off_af
     _place(world, "P1", defective=False)
     acq, result = await _inspect(cell, model=model)
     assert acq.fault is None and len(acq.head_frames) == 4 and acq.strip is not None
+    ids = [f.frame_id for f in acq.head_frames]
+    assert ids == sorted(set(ids))  # four distinct shots, in turntable order
     assert world.light_gain == 0.0
     assert result.decision.outcome is Outcome.PASS and set(result.scores) == {v.name for v in PROFILE.views}
     assert result.model_sha256 == PROFILE.profile.model.sha256
@@ -83,11 +87,36 @@ async def test_a_defective_part_is_rejected(cell, model):
     assert result.decision.outcome is Outcome.REJECT
 
 
-@pytest.mark.parametrize(("flag", "step"), [
-    ("frame_timeouts", Step.FRAME),
-    ("frame_disconnects", Step.TRIGGER),
-    ("strip_timeouts", Step.STRIP),
-])
+async def test_each_head_shot_is_taken_at_its_own_angle(cell, model):
+    """A crack seen from one side only is found: the head@180 view must be the 180 degree shot."""
+    from cellctl.sim.part import Indication
+
+    world = cell[0]
+    _place(world, "P8", defective=False)
+    crack = Indication(
+        "crack",
+        "head",
+        azimuth_deg=191.0,
+        z_mm=3.0,
+        length_mm=3.0,
+        angle_deg=90.0,
+        width_px=3,
+        brightness=190.0,
+        jitter=(0.0,) * 6,
+    )
+    world.fixture = dataclasses.replace(world.fixture, indications=(crack,))
+    _, result = await _inspect(cell, "P8", model=model)
+    assert result.decision.outcome is Outcome.REJECT and result.scores["head@0"] < 0.5
+
+
+@pytest.mark.parametrize(
+    ("flag", "step"),
+    [
+        ("frame_timeouts", Step.FRAME),
+        ("frame_disconnects", Step.TRIGGER),
+        ("strip_timeouts", Step.STRIP),
+    ],
+)
 async def test_a_lost_view_is_a_fault_of_its_step_and_recheck(cell, model, flag, step):
     world = cell[0]
     _place(world, "P3", defective=False)
@@ -112,13 +141,16 @@ async def test_an_empty_fixture_is_recheck(cell, model):
     assert result.decision.outcome is Outcome.RECHECK and "brightness" in result.decision.reason
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    (lambda n: np.full(n, np.nan, np.float32), "infer: non-finite model output"),
-    (lambda n: np.full(n, 1.7, np.float32), "infer: model output 1.7..1.7 outside [0, 1]"),
-    (lambda n: np.zeros(n + 1, np.float32), "infer: model output shape"),
-    (lambda n: np.zeros(n, np.int64), "infer: model output of type int64"),
-    (RuntimeError("onnxruntime: bad allocation"), "infer: onnxruntime: bad allocation"),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (lambda n: np.full(n, np.nan, np.float32), "infer: non-finite model output"),
+        (lambda n: np.full(n, 1.7, np.float32), "infer: model output 1.7..1.7 outside [0, 1]"),
+        (lambda n: np.zeros(n + 1, np.float32), "infer: model output shape"),
+        (lambda n: np.zeros(n, np.int64), "infer: model output of type int64"),
+        (RuntimeError("onnxruntime: bad allocation"), "infer: onnxruntime: bad allocation"),
+    ],
+)
 async def test_a_model_output_that_cannot_be_trusted_is_recheck(cell, answer, expected):
     _place(cell[0], "P6", defective=False)
     _, result = await _inspect(cell, "P6", inferencer=_Answer(answer))
@@ -129,8 +161,7 @@ async def test_a_model_output_that_cannot_be_trusted_is_recheck(cell, answer, ex
 async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
     world, devices, executor = cell
     _place(world, "P7", defective=False)
-    acq = await acquire(devices, Acquisition(PartRequest(part_id="P7"), PROFILE.name, PROFILE, 1, 0.0),
-                        CONFIG.timeouts)
+    acq = await acquire(devices, Acquisition(PartRequest(part_id="P7"), PROFILE.name, PROFILE, 1, 0.0), CONFIG.timeouts)
     release = threading.Event()
 
     def stuck(n):

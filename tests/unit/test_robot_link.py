@@ -30,7 +30,9 @@ async def bridge(tmp_path):
 @pytest.fixture
 async def link(bridge):
     endpoint, _ = bridge
-    link = RobotLink(LinkSettings(endpoint=endpoint, ack_timeout_s=0.2, delivery_deadline_s=1.0, heartbeat_s=5), "cell-t")
+    link = RobotLink(
+        LinkSettings(endpoint=endpoint, ack_timeout_s=0.2, delivery_deadline_s=1.0, heartbeat_s=5), "cell-t"
+    )
     await link.connect()
     yield link
     await link.close()
@@ -45,8 +47,17 @@ async def _recv_type(sock, wanted: str) -> tuple[bytes, dict]:
 
 
 def _verdict(seq: int) -> Verdict:
-    return Verdict(cell_id="cell-t", seq=seq, part_id=f"P{seq}", profile="m8x40-hex", verdict=Outcome.PASS,
-                   bin=Bin.GOOD, reason="all views clean", max_score=0.1, latency_ms=12.0)
+    return Verdict(
+        cell_id="cell-t",
+        seq=seq,
+        part_id=f"P{seq}",
+        profile="m8x40-hex",
+        verdict=Outcome.PASS,
+        bin=Bin.GOOD,
+        reason="all views clean",
+        max_score=0.1,
+        latency_ms=12.0,
+    )
 
 
 async def test_part_request_is_answered_by_the_bridge(bridge, link):
@@ -71,7 +82,7 @@ async def test_verdict_is_resent_until_acknowledged(bridge, link):
 
 
 async def test_verdict_never_acknowledged_fails_after_the_deadline(bridge, link):
-    _, sock = bridge
+    _, _sock = bridge
     with pytest.raises(DriverTimeout, match="seq 3 not acknowledged"):
         await link.deliver(_verdict(3))
 
