@@ -26,12 +26,12 @@ import structlog
 
 from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profiles
 from cellctl.decision import decide
-from cellctl.delivery import Delivery
+from cellctl.delivery import DRAIN_S, Delivery
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
 from cellctl.loop_lag import LoopLagMonitor
-from cellctl.pipeline import DurableWriter, Inferencer, PartResult, Pipeline, Publisher
+from cellctl.pipeline import DurableWriter, Inferencer, PartResult, Pipeline, Publisher, acquisition_budget_s
 from cellctl.records import Records
 from cellctl.robot_link import RobotLink
 from cellctl.state import CellState, Phase
@@ -40,6 +40,17 @@ log = structlog.get_logger("cellctl.app")
 
 # Signals that would kill the daemon by default but mean nothing to it: logged and ignored.
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+CLOSE_BUDGET_S = 10.0  # the four device closes, each bounded by its driver (2-3 s)
+
+
+def stop_budget_s(config: CellConfig, profiles: dict[str, ResolvedProfile]) -> float:
+    """The longest SIGTERM-to-exit can take: the part in hand acquired with every step at its
+    deadline (the watchdog's budget), its inference at its deadline, the deliveries drained,
+    the devices closed. systemd's ``TimeoutStopSec`` must not be shorter."""
+    acquisition = max(acquisition_budget_s(config.timeouts, rp.profile) for rp in profiles.values())
+    return acquisition + config.timeouts.inference_s + DRAIN_S + CLOSE_BUDGET_S
 
 
 @dataclass(frozen=True)

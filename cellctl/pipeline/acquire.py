@@ -42,6 +42,10 @@ class Acquisition:
     timings_ms: dict[str, float] = field(default_factory=dict)
     step: Step = Step.ACCEPT  # the step under way (what a watchdog expiry is blamed on)
 
+    def ids(self) -> dict[str, object]:
+        """What every per-part log event carries."""
+        return {"part_id": self.request.part_id, "seq": self.seq, "profile": self.profile_name}
+
 
 def acquisition_budget_s(timeouts: Timeouts, profile: PartProfile) -> float:
     """The longest a correct acquisition can take: every step at its deadline.
@@ -135,9 +139,7 @@ def _fault(acq: Acquisition, exc: BaseException) -> Fault:
     event = log.warning if isinstance(exc, CellError | TimeoutError) else log.error
     event(
         "acquire.fault",
-        part_id=acq.request.part_id,
-        seq=acq.seq,
-        profile=acq.profile_name,
+        **acq.ids(),
         step=fault.step.value,
         fault=fault.detail,
         error_type=type(exc).__name__,
@@ -151,6 +153,4 @@ async def home_after_fault(devices: CellDevices, acq: Acquisition, timeout_s: fl
     try:
         await devices.stage.home(timeout_s)
     except Exception as exc:  # noqa: BLE001 - the next part's first move reports a lasting fault
-        log.error(
-            "stage.home_failed", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name, error=str(exc)
-        )
+        log.error("stage.home_failed", **acq.ids(), error=str(exc))

@@ -125,9 +125,7 @@ async def analyse(
     if fault is not None and fault is not acq.fault:
         log.warning(
             "analyse.fault",
-            part_id=acq.request.part_id,
-            seq=acq.seq,
-            profile=acq.profile_name,
+            **acq.ids(),
             step=fault.step.value,
             fault=fault.detail,
         )

@@ -94,7 +94,13 @@ class Pipeline:
         try:
             while (request := await self._next_part(stop)) is not None:
                 self.state.set(Phase.BUSY)
-                acq = await self._take(request, stop)
+                try:
+                    acq = await self._take(request, stop)
+                except Exception as exc:  # a bug before the accept record
+                    # not accepted, so no verdict: the robot sees it was not taken (ready.accepted)
+                    # and announces the part again
+                    log.error("part.not_taken", part_id=request.part_id, error=str(exc), exc_info=True)
+                    continue
                 if acq is None:
                     break  # stopped while the records refused the part: it stays in the fixture
                 await queue.put(acq)
@@ -158,7 +164,7 @@ class Pipeline:
         rp = acq.profile
         if rp is None:
             acq.fault = Fault(Step.PROFILE, f"unknown profile {acq.profile_name!r}")
-            log.error("part.unknown_profile", part_id=acq.request.part_id, seq=acq.seq, profile=acq.profile_name)
+            log.error("part.unknown_profile", **acq.ids())
             return acq
         if rp is not self.current:
             acq.step = Step.PROFILE
@@ -166,25 +172,17 @@ class Pipeline:
                 await self.use_profile(rp)
             except Exception as exc:  # noqa: BLE001 - a refused switch is this part's RECHECK
                 acq.fault = Fault(Step.PROFILE, f"switch to {rp.name} refused: {exc}", exc)
-                log.error(
-                    "profile.refused",
-                    part_id=acq.request.part_id,
-                    seq=acq.seq,
-                    profile=rp.name,
-                    error=str(exc),
-                    kept=self.current.name if self.current else None,
-                )
+                kept = self.current.name if self.current else None
+                log.error("profile.refused", **acq.ids(), error=str(exc), kept=kept)
                 return acq
-        log.info("part.acquire", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name)
+        log.info("part.acquire", **acq.ids())
         budget_s = acquisition_budget_s(self.config.timeouts, rp.profile)
         try:
             return await asyncio.wait_for(acquire(self.devices, acq, self.config.timeouts), budget_s)
         except TimeoutError:
             # only a driver that ignores its own deadline gets here (see acquisition_budget_s)
             acq.fault = Fault(acq.step, f"watchdog: acquisition exceeded {budget_s:g} s")
-            log.error(
-                "acquire.watchdog", part_id=acq.request.part_id, seq=acq.seq, profile=rp.name, step=acq.step.value
-            )
+            log.error("acquire.watchdog", **acq.ids(), step=acq.step.value)
             await home_after_fault(self.devices, acq, self.config.timeouts.home_s)
             return acq
 
@@ -196,14 +194,20 @@ class Pipeline:
             except Exception as exc:
                 log.error(
                     "part.error",
-                    part_id=acq.request.part_id,
-                    seq=acq.seq,
-                    profile=acq.profile_name,
+                    **acq.ids(),
                     error=str(exc),
                     exc_info=True,
                 )
                 result = _failed(acq, Fault.of(Step.DECIDE, exc))
-            await self.publisher.publish(result)
+            try:
+                await self.publisher.publish(result)
+            except Exception as exc:  # the accept record stays: judged "interrupted" at start
+                log.error(
+                    "part.publish_failed",
+                    **acq.ids(),
+                    error=str(exc),
+                    exc_info=True,
+                )
 
 
 def _failed(acq: Acquisition, fault: Fault) -> PartResult:

@@ -163,10 +163,20 @@ async def test_broken_config_fails_start_with_file_and_line(profiles_copy, tmp_p
     assert f"{path}:" in err.decode() and "inference_threads" in err.decode()
 
 
+def switch_light_on(pty: str) -> None:
+    """As a killed daemon or a hand at the controller would leave it."""
+    with serial.Serial(pty, 115200, timeout=0.2) as port:
+        port.write(b"RS1,80\r")
+        port.read(16)
+    assert "CH1 RS S80%" in light_status(pty)
+
+
 async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_feature_value_and_range(
-    cell_config, tmp_path
+    cell_config, tmp_path, emulators
 ):
     import genicam
+
+    switch_light_on(emulators["gardasoft"])
 
     viky = f"{genicam.__file__.rsplit('/', 1)[0]}/viky.cti"
     cell_config.write_text(
@@ -181,6 +191,7 @@ async def test_camera_feature_the_device_refuses_stops_the_start_with_camera_fea
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 3
     assert "camera 1: PixelFormat = 'BayerRG8' refused; allowed: one of RGBa8, Mono8" in err.decode()
+    assert light_is_off(emulators["gardasoft"])  # a failed start leaves the UV off too
 
 
 async def test_run_refuses_emulator_devices_and_says_how_to_serve_them(profiles_copy):
@@ -230,6 +241,7 @@ async def test_a_part_killed_mid_inspection_is_judged_interrupted_at_the_next_st
 
     while await bridge.poll(0):
         await bridge.recv_multipart()
+    switch_light_on(emulators["gardasoft"])  # as the killed run may have left it
     second = await _start(cell_config, tmp_path, "second")
     try:
         identity, verdict = await _next(bridge, "verdict")

@@ -62,7 +62,7 @@ def _verdict(seq: int) -> Verdict:
 
 async def test_part_request_is_answered_by_the_bridge(bridge, link):
     _, sock = bridge
-    waiting = asyncio.create_task(link.request_part(5))
+    waiting = asyncio.create_task(link.request_part(None, 5))
     identity, ready = await _recv_type(sock, "ready")
     assert identity == b"cell-t" and ready["cell_id"] == "cell-t"
     await sock.send_multipart([identity, encode(PartRequest(part_id="A17-0042", profile="m12x80-hex"))])
@@ -89,7 +89,7 @@ async def test_verdict_never_acknowledged_fails_after_the_deadline(bridge, link)
 
 async def test_malformed_messages_are_dropped_and_the_link_keeps_serving(bridge, link):
     _, sock = bridge
-    waiting = asyncio.create_task(link.request_part(5))
+    waiting = asyncio.create_task(link.request_part(None, 5))
     identity, _ = await _recv_type(sock, "ready")
     for junk in (b"{not json", b'{"type": "part"}', b'{"type": "launch_missiles"}', b"\xff\xfe"):
         await sock.send_multipart([identity, junk])
@@ -97,3 +97,24 @@ async def test_malformed_messages_are_dropped_and_the_link_keeps_serving(bridge,
     part = await waiting
     assert part.part_id == "P1" and part.profile is None
     assert link.dropped == 4
+
+
+async def test_ready_names_the_last_accepted_part_and_a_part_sent_before_it_is_dropped(bridge, link):
+    _, sock = bridge
+    early = asyncio.create_task(link.request_part("X-1", 5))
+    identity, ready = await _recv_type(sock, "ready")
+    assert ready["accepted"] == "X-1"
+    await sock.send_multipart([identity, encode(PartRequest(part_id="X-2"))])
+    assert (await early).part_id == "X-2"
+    # an answer no ready asked for (a second one to the same ready, or one meant for a killed
+    # predecessor) is queued before the next request: dropped, never inspected
+    await sock.send_multipart([identity, encode(PartRequest(part_id="STALE"))])
+    async with asyncio.timeout(5):
+        while link._parts.empty():  # read by the link's reader task: wait until it is queued
+            await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(link.request_part("X-2", 5))
+    _, ready = await _recv_type(sock, "ready")
+    assert ready["accepted"] == "X-2"
+    await sock.send_multipart([identity, encode(PartRequest(part_id="X-3"))])
+    assert (await waiting).part_id == "X-3"
+    assert link.dropped == 1
