@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem
@@ -44,6 +45,8 @@ from cellctl.sim.part import SimPart
 from cellctl.sim.robot import SimRobot
 from cellctl.sim.supervisor import ChildDaemon
 from cellctl.sim.world import WORLD_KEY, Faults, SimClock, SimWorld
+
+log = structlog.get_logger("cellctl.sim.run")
 
 OUTCOMES = ("PASS", "REJECT", "RECHECK", "lost")
 EXIT_INTERRUPTED = 130
@@ -288,17 +291,23 @@ async def simulate(
             cell = Cell(
                 cell_cfg, profiles, records, context={WORLD_KEY: world}, hooks=injector.hooks(), config_path=config_path
             )
-            with cell.signals(stop):
-                async with cell:
-                    injector.attach(cell)
-                    t0 = time.monotonic()
-                    watcher = asyncio.create_task(_until(robot, budget_s, stop, None))
-                    watcher.add_done_callback(lambda _: stop.set())
-                    await cell.run(stop)
-                    elapsed = time.monotonic() - t0
-                    timed_out = await watcher
-                    loop_lag = cell.loop_lag.summary()
-            meta.update(crashes=0, restarts=0, loop_lag_ms=loop_lag)
+            crashes = 0
+            t0 = time.monotonic()
+            watcher = asyncio.create_task(_until(robot, budget_s, stop, None))
+            watcher.add_done_callback(lambda _: stop.set())
+            try:
+                with cell.signals(stop):
+                    async with cell:
+                        injector.attach(cell)
+                        await cell.run(stop)
+            except Exception as exc:  # the daemon died: counted and reported, the summary still follows
+                crashes = 1
+                stop.set()
+                log.error("sim.daemon_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            elapsed = time.monotonic() - t0
+            timed_out = await watcher
+            loop_lag = cell.loop_lag.summary()
+            meta.update(crashes=crashes, restarts=0, loop_lag_ms=loop_lag)
     if not robot.done.is_set() and not timed_out:
         interrupted.append(True)  # the cell's own signal handler stopped it
     uninspected, per_fault = fault_figures(robot, records)
