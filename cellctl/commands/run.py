@@ -9,6 +9,7 @@ from pathlib import Path
 import structlog
 
 from cellctl.app import Cell
+from cellctl.cli import EXIT_INTERNAL
 from cellctl.commands.common import report
 from cellctl.config import CellConfig, ConfigError, ResolvedProfile, cell_relative, preflight
 from cellctl.drivers import CellError
@@ -42,3 +43,8 @@ def main(args: argparse.Namespace) -> int:
     except CellError as exc:  # a device that did not connect or refused its setup, unusable records
         log.error("cell.start_failed", error=str(exc))
         return 3
+    except Exception as exc:
+        # a bug that got past every per-part guard: the journal gets the traceback as one JSON
+        # event, the light is already off (the cell's exit stack ran), systemd restarts us
+        log.critical("cell.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        return EXIT_INTERNAL
