@@ -31,7 +31,16 @@ from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
 from cellctl.loop_lag import LoopLagMonitor
-from cellctl.pipeline import DurableWriter, Inferencer, PartResult, Pipeline, Publisher, acquisition_budget_s
+from cellctl.pipeline import (
+    DurableWriter,
+    Inferencer,
+    ModelKey,
+    PartResult,
+    Pipeline,
+    Publisher,
+    acquisition_budget_s,
+    model_key,
+)
 from cellctl.records import Records
 from cellctl.robot_link import RobotLink
 from cellctl.state import CellState, Phase
@@ -83,7 +92,7 @@ class Cell:
         self.writer = DurableWriter(self.records, self.state)
         self.publisher = Publisher(config.cell_id, self.writer, self.delivery)
         self.loop_lag = LoopLagMonitor()
-        self.inferencers: dict[Path, Inferencer] = {}
+        self.inferencers: dict[ModelKey, Inferencer] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.pipeline = Pipeline(
             config,
@@ -172,7 +181,7 @@ class Cell:
         """An inferencer per model file not loaded yet (off the loop; hashing 45 MB takes time)."""
         loop = asyncio.get_running_loop()
         for rp in profiles.values():
-            if rp.model_path in self.inferencers:
+            if model_key(rp) in self.inferencers:
                 continue
             load = functools.partial(
                 OnnxInferencer,
@@ -184,7 +193,7 @@ class Cell:
             model: Inferencer = await loop.run_in_executor(self._executor, load)
             if self.hooks.wrap_inferencer is not None:
                 model = self.hooks.wrap_inferencer(model)
-            self.inferencers[rp.model_path] = model
+            self.inferencers[model_key(rp)] = model
 
     async def _judge_interrupted(self) -> None:
         """Parts accepted by a daemon that died before judging them: RECHECK, before any new part."""

@@ -1,7 +1,15 @@
 """One part's way through the cell: acquire -> analyse -> publish, and the loops that run it."""
 
 from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s
-from cellctl.pipeline.analyse import Inferencer, InvalidOutput, PartResult, analyse, checked_scores
+from cellctl.pipeline.analyse import (
+    Inferencer,
+    InvalidOutput,
+    ModelKey,
+    PartResult,
+    analyse,
+    checked_scores,
+    model_key,
+)
 from cellctl.pipeline.publish import DurableWriter, Publisher
 from cellctl.pipeline.runner import Pipeline
 
@@ -10,6 +18,7 @@ __all__ = [
     "DurableWriter",
     "Inferencer",
     "InvalidOutput",
+    "ModelKey",
     "PartResult",
     "Pipeline",
     "Publisher",
@@ -17,4 +26,5 @@ __all__ = [
     "acquisition_budget_s",
     "analyse",
     "checked_scores",
+    "model_key",
 ]

@@ -35,6 +35,13 @@ class Inferencer(Protocol):
         ...
 
 
+ModelKey = tuple[Path, str]  # the file and the sha256 its profile names: a replaced file is another model
+
+
+def model_key(rp: ResolvedProfile) -> ModelKey:
+    return rp.model_path, rp.profile.model.sha256
+
+
 class InvalidOutput(Exception):
     """The model answered something that is not one probability per view."""
 
@@ -105,13 +112,13 @@ def _score(acq: Acquisition, rp: ResolvedProfile, inferencer: Inferencer) -> tup
 
 
 async def analyse(
-    acq: Acquisition, inferencers: dict[Path, Inferencer], executor: Executor, timeout_s: float
+    acq: Acquisition, inferencers: dict[ModelKey, Inferencer], executor: Executor, timeout_s: float
 ) -> PartResult:
     """The part's decision; never raises for anything the part brought with it."""
     rp = acq.profile
     names = [v.name for v in rp.views] if rp is not None else []
     threshold = rp.profile.decision.threshold if rp is not None else 0.5
-    inferencer = inferencers.get(rp.model_path) if rp is not None else None
+    inferencer = inferencers.get(model_key(rp)) if rp is not None else None
     scores: np.ndarray | None = None
     fault = acq.fault
     if fault is None and rp is not None and inferencer is not None:

@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from pathlib import Path
 
 import structlog
 
@@ -22,7 +21,7 @@ from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
 from cellctl.messages import PartRequest
 from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s, home_after_fault
-from cellctl.pipeline.analyse import Inferencer, PartResult, analyse
+from cellctl.pipeline.analyse import Inferencer, ModelKey, PartResult, analyse
 from cellctl.pipeline.publish import DurableWriter, Publisher
 from cellctl.robot_link import RobotLink
 from cellctl.state import CellState, Phase
@@ -37,7 +36,7 @@ class Pipeline:
         self,
         config: CellConfig,
         profiles: dict[str, ResolvedProfile],
-        inferencers: dict[Path, Inferencer],
+        inferencers: dict[ModelKey, Inferencer],
         devices: CellDevices,
         link: RobotLink,
         writer: DurableWriter,

@@ -16,7 +16,7 @@ from cellctl.devices import CellDevices
 from cellctl.fault import Step
 from cellctl.inference import OnnxInferencer
 from cellctl.messages import Outcome, PartRequest
-from cellctl.pipeline import Acquisition, InvalidOutput, acquire, analyse, checked_scores
+from cellctl.pipeline import Acquisition, InvalidOutput, acquire, analyse, checked_scores, model_key
 from cellctl.sim.part import sample_part
 from cellctl.sim.world import WORLD_KEY, SimWorld
 from tests.conftest import PROFILES
@@ -54,7 +54,7 @@ async def _inspect(cell, part_id="P1", defective=False, inferencer=None, model=N
     _world, devices, executor = cell
     acq = Acquisition(PartRequest(part_id=part_id), PROFILE.name, PROFILE, 1, 0.0)
     acq = await acquire(devices, acq, CONFIG.timeouts)
-    return acq, await analyse(acq, {PROFILE.model_path: inferencer or model}, executor, 60.0)
+    return acq, await analyse(acq, {model_key(PROFILE): inferencer or model}, executor, 60.0)
 
 
 class _Answer:
@@ -168,7 +168,7 @@ async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
         release.wait(60)  # holds the inference thread until the test lets go
         return np.zeros(n, np.float32)
 
-    result = await analyse(acq, {PROFILE.model_path: _Answer(stuck)}, executor, 0.01)
+    result = await analyse(acq, {model_key(PROFILE): _Answer(stuck)}, executor, 0.01)
     release.set()
     assert result.decision.outcome is Outcome.RECHECK and result.decision.reason == "infer: no result within 0.01 s"
 
