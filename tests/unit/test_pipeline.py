@@ -177,3 +177,28 @@ def test_checked_scores_accepts_n_or_n_by_1_probabilities_only():
     assert checked_scores(np.array([[0.1], [0.9]], np.float32), 2).tolist() == pytest.approx([0.1, 0.9])
     with pytest.raises(InvalidOutput):
         checked_scores(np.array([0.1, -0.2]), 2)
+
+
+async def test_a_refused_profile_switch_raises_and_sets_the_previous_profile_up_again(cell):
+    from cellctl.pipeline import Pipeline
+
+    _, devices, executor = cell
+    other = resolve_profile(PROFILES / "m12x80-hex.yaml")
+    # the last device to be set up refuses, after the cameras and the stage took the new
+    # profile: model_copy skips validation, as a limit the model does not know would
+    beyond = other.profile.lighting.model_copy(update={"mode": "continuous", "intensity_pct": 150.0})
+    camera = other.profile.frame_camera.model_copy(update={"exposure_us": 12000.0})
+    refused = dataclasses.replace(
+        other, profile=other.profile.model_copy(update={"lighting": beyond, "frame_camera": camera})
+    )
+    # only the profile switch is exercised: the parts of the line it does not touch are absent
+    line = Pipeline(CONFIG, {}, {}, devices, None, None, None, None, executor, None)  # type: ignore[arg-type]
+    await line.use_profile(PROFILE)
+    with pytest.raises(Exception, match="100"):
+        await line.use_profile(refused)
+    assert line.current is PROFILE
+    # the devices that had taken the new profile were set back (the sim keeps what it was given)
+    assert devices.frame_camera._settings.exposure_us == PROFILE.profile.frame_camera.exposure_us == 8000.0
+    assert devices.stage._settings == PROFILE.profile.motion != other.profile.motion
+    await line.use_profile(other)
+    assert line.current is other and devices.stage._settings == other.profile.motion

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from cellctl.messages import Bin, Outcome, Verdict
-from cellctl.records import Record, Records, RecordsError
+from cellctl.records import SCHEMA, Record, Records, RecordsError
 
 
 def _record(seq: int, outcome: Outcome = Outcome.PASS, part_id: str | None = None) -> Record:
@@ -90,4 +90,26 @@ async def test_a_newer_schema_is_refused_not_overwritten(tmp_path):
     records = Records(path)
     with pytest.raises(RecordsError, match="newer"):
         await records.open()
+    await records.close()
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_verdicts(tmp_path):
+    path = tmp_path / "records.db"
+    verdict = _record(41).verdict
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # the version-1 layout: `inspections` only
+        db.executescript(SCHEMA)
+        db.execute("DROP TABLE accepted")
+        db.execute(
+            "INSERT INTO inspections (seq, cell_id, part_id, profile, verdict, reason, scores, timings_ms,"
+            " latency_ms, created_at, message) VALUES (41, 'c', 'P41', 'm8x40-hex', 'PASS', 'r', '{}', '{}',"
+            " 1.0, '2026-01-01T00:00:00Z', ?)",
+            (verdict.model_dump_json(),),
+        )
+        db.execute("PRAGMA user_version = 0")
+
+    records = Records(path)
+    await records.open()
+    assert await records.accept("c", "next", "m8x40-hex") == 42  # continues after the old rows
+    assert [v.seq for v in await records.pending()] == [41]
+    assert (await records.query("PRAGMA user_version"))[0] == (2,)
     await records.close()
