@@ -25,7 +25,6 @@ from typing import Any
 import structlog
 
 from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profiles
-from cellctl.decision import decide
 from cellctl.delivery import DRAIN_S, Delivery
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
@@ -208,9 +207,7 @@ class Cell:
                 profile=part.profile,
                 accepted_at=part.accepted_at,
             )
-            result = PartResult(
-                part.seq, part.part_id, part.profile, time.monotonic(), decide([], None, 0.5, fault), {}, {}, None
-            )
+            result = PartResult.not_inspected(part.seq, part.part_id, part.profile, fault, time.monotonic(), {})
             await self.publisher.publish(result)
 
     # ------------------------------------------------------------------ signals and reload

@@ -7,8 +7,10 @@ argparse turns the ValueError/ArgumentTypeError of a type function into
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,59 +49,59 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def existing_file(text: str) -> Path:
-    path = Path(text)
-    try:
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"no such file: {text}")
-        if not os.access(path, os.R_OK):
-            raise argparse.ArgumentTypeError(f"cannot read {text}")
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-    return path
+def _path_type(check: Callable[[Path, str], None]) -> Callable[[str], Path]:
+    """An argparse type from a path check: ``check(path, text)`` raises ArgumentTypeError for
+    what it refuses; an OS error on the way (a name too long, a loop of links) is refused too."""
+
+    @functools.wraps(check)
+    def parse(text: str) -> Path:
+        path = Path(text)
+        try:
+            check(path, text)
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
+        return path
+
+    return parse
 
 
-def existing_dir(text: str) -> Path:
-    path = Path(text)
-    try:
-        if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"no such directory: {text}")
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(f"cannot read directory {text}")
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-    return path
+@_path_type
+def existing_file(path: Path, text: str) -> None:
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text}")
 
 
-def output_file(text: str) -> Path:
+@_path_type
+def existing_dir(path: Path, text: str) -> None:
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory: {text}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot read directory {text}")
+
+
+@_path_type
+def output_file(path: Path, text: str) -> None:
     """A file we may write: its folder exists and is writable, and it is not a directory."""
-    path = Path(text)
-    try:
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} is a directory; name a file")
-        folder = path.parent
-        if not folder.is_dir():
-            raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise argparse.ArgumentTypeError(f"cannot write {text}")
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-    return path
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}")
 
 
-def output_dir(text: str) -> Path:
+@_path_type
+def output_dir(path: Path, text: str) -> None:
     """A folder we may create or fill: the nearest existing ancestor is a writable folder."""
-    path = Path(text)
-    try:
-        existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise argparse.ArgumentTypeError(f"{existing} is a file, so {text} cannot be a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(f"cannot write in {existing}")
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-    return path
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, so {text} cannot be a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}")

@@ -59,6 +59,13 @@ class PartResult:
     timings_ms: dict[str, float]
     model_sha256: str | None
 
+    @classmethod
+    def not_inspected(
+        cls, seq: int, part_id: str, profile: str, fault: Fault, started_s: float, timings_ms: dict[str, float]
+    ) -> PartResult:
+        """A part the cell could not inspect: RECHECK with the fault as its reason."""
+        return cls(seq, part_id, profile, started_s, decide([], None, 0.5, fault), {}, timings_ms, None)
+
 
 def checked_scores(raw: object, views: int) -> np.ndarray:
     """The model output as one finite probability in [0, 1] per view, or InvalidOutput."""

@@ -197,7 +197,9 @@ class Pipeline:
                     error=str(exc),
                     exc_info=True,
                 )
-                result = _failed(acq, Fault.of(Step.DECIDE, exc))
+                fault = Fault.of(Step.DECIDE, exc)
+                ids = (acq.seq, acq.request.part_id, acq.profile_name)
+                result = PartResult.not_inspected(*ids, fault, acq.started_s, acq.timings_ms)
             try:
                 await self.publisher.publish(result)
             except Exception as exc:  # the accept record stays: judged "interrupted" at start
@@ -207,21 +209,6 @@ class Pipeline:
                     error=str(exc),
                     exc_info=True,
                 )
-
-
-def _failed(acq: Acquisition, fault: Fault) -> PartResult:
-    from cellctl.decision import decide
-
-    return PartResult(
-        acq.seq,
-        acq.request.part_id,
-        acq.profile_name,
-        acq.started_s,
-        decide([], None, 0.5, fault),
-        {},
-        acq.timings_ms,
-        None,
-    )
 
 
 async def _first(work: Awaitable[object], stopping: Awaitable[object]) -> object | None:

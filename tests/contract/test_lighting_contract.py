@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -15,48 +13,22 @@ from cellctl.drivers import DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.lighting import LIGHTS, LightingSettings
 from cellctl.drivers.lighting.gardasoft import CLOSE_TIMEOUT_S
 from cellctl.sim.gardasoft import GardasoftEmulator
-from cellctl.sim.world import WORLD_KEY, SimWorld
+from tests.contract.rig import Rig
+from tests.contract.rig import rig as backend_rig
 
 T_S = 5.0  # a step that works: generous, 2 loaded cores
 SLACK_S = 5.0  # scheduling slack on top of a driver-owned deadline (an upper bound, not a race)
 STROBE = LightingSettings(mode="strobe", intensity_pct=160.0, pulse_width_ms=5.0)
 
 
-@dataclass
-class Rig:
-    make: Any  # () -> a new, unconnected light on the same controller
-    light: Any
-    world: SimWorld
-
-
 @pytest.fixture(params=["sim", "gardasoft"])
 async def rig(request, tmp_path) -> AsyncIterator[Rig]:
-    world = SimWorld(time_scale=0.0)
-    emulator = None
-    if request.param == "gardasoft":
-        emulator = GardasoftEmulator(world=world, link_dir=tmp_path)
-        url = f"serial://{await emulator.start()}"
-    else:
-        url = "sim://?time_scale=0"
-    made: list[Any] = []
-
-    def make() -> Any:
-        made.append(LIGHTS.create(url, context={WORLD_KEY: world}))
-        return made[-1]
-
-    light = make()
-    try:
-        await light.connect(T_S)
-        yield Rig(make, light, world)
-    finally:
-        for device in made:
-            await device.close()
-        if emulator is not None:
-            await emulator.close()
+    async with backend_rig(LIGHTS, GardasoftEmulator, "", request.param, tmp_path, T_S) as made:
+        yield made
 
 
 async def test_on_and_off_switch_the_light_at_the_part(rig):
-    light, world = rig.light, rig.world
+    light, world = rig.device, rig.world
     await light.configure(LightingSettings(intensity_pct=80.0), T_S)
     await light.on(T_S)
     assert world.light_gain == pytest.approx(1.0) and light.health()["lit"] is True
@@ -72,7 +44,7 @@ async def test_on_and_off_switch_the_light_at_the_part(rig):
     [("strobe", 150.0, 60.0), ("strobe", 250.0, 20.0), ("continuous", 120.0, 10.0), ("strobe", 320.0, 5.0)],
 )
 async def test_settings_beyond_the_limits_are_refused_at_configure(rig, mode, pct, width_ms):
-    light, world = rig.light, rig.world
+    light, world = rig.device, rig.world
     unsafe = LightingSettings.model_construct(
         channel=1, mode=mode, intensity_pct=pct, pulse_width_ms=width_ms, pulse_delay_ms=0.0, warmup_s=0.0
     )
@@ -83,7 +55,7 @@ async def test_settings_beyond_the_limits_are_refused_at_configure(rig, mode, pc
 
 
 async def test_a_warm_up_longer_than_the_timeout_is_a_timeout_with_the_light_left_off(rig):
-    light, world = rig.light, rig.world
+    light, world = rig.device, rig.world
     await light.configure(LightingSettings(warmup_s=2.0), T_S)
     async with asyncio.timeout(1.0 + SLACK_S):
         with pytest.raises(DriverTimeout, match="warm-up"):
@@ -92,7 +64,7 @@ async def test_a_warm_up_longer_than_the_timeout_is_a_timeout_with_the_light_lef
 
 
 async def test_close_switches_off_is_bounded_and_safe_twice(rig):
-    light, world = rig.light, rig.world
+    light, world = rig.device, rig.world
     await light.on(T_S)
     async with asyncio.timeout(2 * CLOSE_TIMEOUT_S + SLACK_S):
         await light.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -15,7 +13,8 @@ from cellctl.drivers import DriverInitError, DriverIOError, DriverTimeout
 from cellctl.drivers.stage import STAGES, MotionSettings, StageAlarm
 from cellctl.drivers.stage.scl import CLOSE_TIMEOUT_S
 from cellctl.sim.scl_drive import SclDriveEmulator
-from cellctl.sim.world import WORLD_KEY, SimWorld
+from tests.contract.rig import Rig
+from tests.contract.rig import rig as backend_rig
 
 T_S = 10.0  # a step that works: generous, 2 loaded cores
 SHORT_S = 0.5  # a step that must fail by its deadline
@@ -24,41 +23,16 @@ FAST = MotionSettings(speed_rps=5.0, accel_rps2=200.0, settle_ms=1.0)
 OVER_TEMPERATURE = 1 << 3
 
 
-@dataclass
-class Rig:
-    make: Any  # () -> a new, unconnected stage on the same drive
-    stage: Any
-    world: SimWorld
-
-
 @pytest.fixture(params=["sim", "scl"])
 async def rig(request, tmp_path) -> AsyncIterator[Rig]:
-    world = SimWorld(time_scale=0.0)
-    emulator = None
-    if request.param == "scl":
-        emulator = SclDriveEmulator(world=world, link_dir=tmp_path)
-        url = f"serial://{await emulator.start()}?steps_per_rev=20000&poll_ms=5"
-    else:
-        url = "sim://?time_scale=0"
-    made: list[Any] = []
-
-    def make() -> Any:
-        made.append(STAGES.create(url, context={WORLD_KEY: world}))
-        return made[-1]
-
-    stage = make()
-    try:
-        await stage.connect(T_S)
-        yield Rig(make, stage, world)
-    finally:
-        for device in made:
-            await device.close()
-        if emulator is not None:
-            await emulator.close()
+    async with backend_rig(
+        STAGES, SclDriveEmulator, "?steps_per_rev=20000&poll_ms=5", request.param, tmp_path, T_S
+    ) as made:
+        yield made
 
 
 async def test_home_then_quarter_turns_come_back_round(rig):
-    stage, world = rig.stage, rig.world
+    stage, world = rig.device, rig.world
     await stage.configure(FAST, T_S)
     await stage.move_by(33.0, T_S)
     await stage.home(T_S)
@@ -73,7 +47,7 @@ async def test_home_then_quarter_turns_come_back_round(rig):
 
 
 async def test_a_stalled_drive_is_a_timeout_within_the_move_timeout_and_recovers(rig):
-    stage, world = rig.stage, rig.world
+    stage, world = rig.device, rig.world
     await stage.configure(FAST, T_S)
     world.faults.stage_stall = True
     async with asyncio.timeout(SHORT_S + SLACK_S):
@@ -86,7 +60,7 @@ async def test_a_stalled_drive_is_a_timeout_within_the_move_timeout_and_recovers
 
 
 async def test_an_alarm_names_itself_and_the_drive_stays_off_until_homed(rig):
-    stage, world = rig.stage, rig.world
+    stage, world = rig.device, rig.world
     await stage.configure(FAST, T_S)
     world.faults.stage_alarm_bits = OVER_TEMPERATURE
     with pytest.raises(StageAlarm, match="over-temperature") as alarm:
@@ -108,11 +82,11 @@ async def test_an_alarm_names_itself_and_the_drive_stays_off_until_homed(rig):
 async def test_settings_the_drive_refuses_are_a_driver_init_error(rig):
     too_fast = MotionSettings.model_construct(speed_rps=500.0, accel_rps2=20.0, settle_ms=0.0)
     with pytest.raises(DriverInitError):
-        await rig.stage.configure(too_fast, T_S)
+        await rig.device.configure(too_fast, T_S)
 
 
 async def test_close_twice_is_bounded_and_every_call_after_it_is_an_io_error(rig):
-    stage = rig.stage
+    stage = rig.device
     async with asyncio.timeout(2 * CLOSE_TIMEOUT_S + SLACK_S):
         await stage.close()
         await stage.close()

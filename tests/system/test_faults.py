@@ -23,6 +23,7 @@ import structlog
 
 from cellctl.sim.faults import FAULT_NAMES, FaultNameError, FaultPlan, parse_fault_names, plan_faults
 from cellctl.sim.run import simulate
+from tests.system.sim_args import sim_args
 
 PARTS = 6
 STRUCK = 4  # the first part after the warm-up
@@ -46,19 +47,7 @@ EXPECTED_REASON = {
 
 
 def _args(tmp_path: Path, parts: int, faults: str = "", **kw: object) -> argparse.Namespace:
-    base = dict(
-        parts=parts,
-        seed=11,
-        defect_rate=0.0,
-        profile=None,
-        time_scale=0.0,
-        config=None,
-        records=tmp_path / "records.db",
-        json=True,
-        faults=faults,
-        log_level=None,
-    )
-    return argparse.Namespace(**{**base, **kw})
+    return sim_args(tmp_path, parts, seed=11, defect_rate=0.0, faults=faults, **kw)
 
 
 def _rows(tmp_path: Path) -> dict[str, tuple]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -13,22 +12,12 @@ import structlog
 from cellctl.sim.run import simulate
 from cellctl.sim.world import Faults
 from tests.conftest import PROFILES
+from tests.system.sim_args import sim_args
 
 CARD = json.loads((PROFILES / "models" / "student-int8.card.json").read_text())
 
 
-def _args(tmp_path, parts: int, **kw) -> argparse.Namespace:
-    base = dict(
-        parts=parts,
-        seed=7,
-        defect_rate=0.2,
-        profile=None,
-        time_scale=0.0,
-        config=None,
-        records=tmp_path / "records.db",
-        json=True,
-    )
-    return argparse.Namespace(**{**base, **kw})
+_args = sim_args
 
 
 def _rows(tmp_path) -> list[tuple]:
