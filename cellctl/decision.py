@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cellctl.fault import Fault
-from cellctl.messages import Outcome
+from cellctl.outcome import Outcome
 
 
 @dataclass(frozen=True)

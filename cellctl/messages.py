@@ -6,7 +6,6 @@ bridge -> cell: ``part`` (a part sits in the fixture), ``ack`` (verdict received
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -16,21 +15,7 @@ from cellctl.text import SafeName
 SCHEMA_VERSION: Literal[1] = 1
 
 
-class Outcome(StrEnum):
-    PASS = "PASS"
-    REJECT = "REJECT"
-    RECHECK = "RECHECK"
-
-
-class Bin(IntEnum):
-    """Robot destination; the KRL program maps these numbers to drop positions."""
-
-    GOOD = 1
-    REJECT = 2
-    RECHECK = 3
-
-
-BIN_OF = {Outcome.PASS: Bin.GOOD, Outcome.REJECT: Bin.REJECT, Outcome.RECHECK: Bin.RECHECK}
+from cellctl.outcome import BIN_OF, Bin, Outcome  # noqa: E402,F401 - v1 shim, removed with the v2 link
 
 
 class Message(BaseModel):

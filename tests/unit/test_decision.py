@@ -4,7 +4,7 @@ import math
 
 from cellctl.decision import decide
 from cellctl.fault import Fault, Step
-from cellctl.messages import Outcome
+from cellctl.outcome import Outcome
 
 VIEWS = ["head@0", "head@90", "shank[r0,c0]"]
 

@@ -1,0 +1,2 @@
+"""The robot link: protocol version 2 (``protocol``), CURVE keys (``keys``), the cell's end
+(``client``). The bridge's end lives in ``cellctl.bridge``."""
