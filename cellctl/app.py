@@ -3,10 +3,14 @@ and turns signals into stop and reload requests. No per-part logic lives here.
 
 Start order (each teardown is registered before its step, so a start that fails half-way
 still undoes what it did): loop-lag monitor, inference thread and models, records, devices
-(connect, light off, cameras armed, table homed, default profile), robot link, delivery
-(replay of unacknowledged verdicts), then the parts a killed daemon left in the fixture are
-judged "interrupted". Stop runs the same list backwards: deliveries drain, the link closes,
-the light goes off and the devices close, the records close.
+(connect, light off, cameras armed, table homed, default profile), robot link (down until the
+bridge is heard), outbox (replay of unacknowledged verdicts, then its task), then the parts a
+killed daemon left in the fixture are judged "interrupted". Stop runs the same list
+backwards: the outbox drains, the link closes, the light goes off and the devices close, the
+records close.
+
+Every start is a new ``boot_id``: readies and verdicts carry it, and the bridge deduplicates
+verdicts by (cell, boot, seq).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -25,11 +30,13 @@ from typing import Any
 import structlog
 
 from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profiles
-from cellctl.delivery import DRAIN_S, Delivery
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
+from cellctl.link.client import RobotLink
+from cellctl.link.keys import LinkKeys, load_link_keys
 from cellctl.loop_lag import LoopLagMonitor
+from cellctl.outbox import DRAIN_S, Outbox
 from cellctl.pipeline import (
     DurableWriter,
     Inferencer,
@@ -41,7 +48,6 @@ from cellctl.pipeline import (
     model_key,
 )
 from cellctl.records import Records
-from cellctl.robot_link import RobotLink
 from cellctl.state import CellState, Phase
 
 log = structlog.get_logger("cellctl.app")
@@ -79,17 +85,26 @@ class Cell:
         context: dict[str, Any] | None = None,
         hooks: CellHooks | None = None,
         config_path: Path | None = None,
+        keys: LinkKeys | None = None,
     ) -> None:
+        """``keys``: the link's CURVE keys (the simulator makes them per run); by default read
+        from ``robot.secret_key_file`` (KeyFileError if unusable; None with ``security: none``)."""
         self.config = config
         self.config_path = config_path  # where SIGHUP reloads the profiles from
         self.hooks = hooks or CellHooks()
         self.state = CellState()
         self.devices = CellDevices.build(config, context if context is not None else {})
-        self.link = RobotLink(config.robot, config.cell_id)
+        self.boot_id = secrets.token_hex(8)  # this run of the daemon
+        if keys is None:
+            keys = load_link_keys(config.robot, config_path)
+        self.link = RobotLink(config.robot, config.cell_id, self.boot_id, self.state, keys)
         self.records = Records(records_path)
-        self.delivery = Delivery(self.link, self.records)
+        self.outbox = Outbox(self.link, self.records, self.state, config.robot, config.cell_id)
+        self.link.on_ack = self.outbox.on_ack
+        self.link.on_up = self.outbox.on_link_up
+        self.link.acks_rejected = self.outbox.acks_rejected  # one count, in both health figures
         self.writer = DurableWriter(self.records, self.state)
-        self.publisher = Publisher(config.cell_id, self.writer, self.delivery)
+        self.publisher = Publisher(config.cell_id, self.boot_id, self.writer, self.outbox)
         self.loop_lag = LoopLagMonitor()
         self.inferencers: dict[ModelKey, Inferencer] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -131,14 +146,17 @@ class Cell:
         await self.pipeline.use_profile(self.profiles[self.config.default_profile])
         self._stack.push_async_callback(self.link.close)
         await self.link.connect()
-        self._stack.push_async_callback(self.delivery.drain)
-        await self.delivery.replay()
+        await self.outbox.replay()
+        outbox = asyncio.create_task(self.outbox.run(), name="outbox")
+        self._stack.push_async_callback(_cancel, outbox)  # after the drain, which ends it
+        self._stack.push_async_callback(self.outbox.drain)
         await self._judge_interrupted()
         self.pipeline.last_accepted = await self.records.last_accepted()
         self.state.set(Phase.READY)
         log.info(
             "cell.started",
             cell_id=self.config.cell_id,
+            boot_id=self.boot_id,
             profiles=sorted(self.profiles),
             last_accepted=self.pipeline.last_accepted,
         )
@@ -169,7 +187,8 @@ class Cell:
         return {
             **self.state.health(),
             "devices": self.devices.health(),
-            "delivery": self.delivery.health(),
+            "link": self.link.health(),
+            "outbox": self.outbox.health(),
             "records_backlog": len(self.writer.backlog),
             "loop_lag_ms": self.loop_lag.summary(),
             "verdicts": self.counts,
@@ -206,8 +225,12 @@ class Cell:
                 seq=part.seq,
                 profile=part.profile,
                 accepted_at=part.accepted_at,
+                request_id=part.request_id,
+                accepted_boot_id=part.boot_id,
             )
-            result = PartResult.not_inspected(part.seq, part.part_id, part.profile, fault, time.monotonic(), {})
+            result = PartResult.not_inspected(
+                part.seq, part.part_id, part.profile, fault, time.monotonic(), {}, request_id=part.request_id
+            )
             await self.publisher.publish(result)
 
     # ------------------------------------------------------------------ signals and reload
@@ -272,3 +295,8 @@ class Cell:
         self.pipeline.current = None  # re-apply the active profile from the new files
         log.info("profiles.reloaded", profiles=sorted(profiles))
         return True
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

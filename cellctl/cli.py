@@ -27,6 +27,7 @@ from cellctl.commands.args import (
     output_file,
     positive_int,
 )
+from cellctl.commands.bridge import add_parser as add_bridge_parser
 from cellctl.logs import configure
 
 # command -> "module:function(args) -> exit code"; imported only when used
@@ -38,6 +39,8 @@ COMMANDS = {
     "quantize": "cellctl.commands.quantize:main",
     "devices": "cellctl.commands.devices:main",
     "bench": "cellctl.commands.bench:main",
+    "bridge": "cellctl.commands.bridge:main",
+    "keys": "cellctl.commands.keys:main",
 }
 
 
@@ -97,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. camera-timeout,disk-full; see README)",
     )
     p.add_argument(
+        "--via-bridge",
+        action="store_true",
+        help="the bridge talks KUKA EKI over TCP to a simulated KRC (daemon -> bridge -> KRC)",
+    )
+    p.add_argument(
         "--export",
         type=output_dir,
         default=None,
@@ -138,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp32", type=existing_file, default=None, help="FP32 model to compare (default: beside the INT8 one)"
     )
     p.add_argument("--rounds", type=positive_int, default=50, help="timed rounds, >= 1 (default 50)")
+    add_bridge_parser(sub)
+    p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")
+    k.add_argument("name", metavar="NAME", help="the key pair's name, e.g. the cell_id or 'bridge'")
+    k.add_argument(
+        "--dir",
+        type=output_dir,
+        required=True,
+        metavar="DIR",
+        help="folder to write the two files in (created 0700 if missing)",
+    )
+    k.add_argument("--force", action="store_true", help="replace an existing key pair of that name")
+    k = keys.add_parser("show", help="print the public key of a certificate file (.key or .key_secret)")
+    k.add_argument("file", type=existing_file, metavar="FILE")
     return ap
 
 

@@ -13,7 +13,9 @@ reaches its inference (the parent then sends SIGKILL). End of stdin (the parent 
 stops the cell as SIGTERM does. Logs are JSON lines in the file the spec names.
 
 SPEC.json: ``config``, ``records``, ``endpoint``, ``seed``, ``time_scale``, ``timeouts`` (step
-overrides), ``link_dir`` (stable emulator paths), ``log`` (file), ``log_level``.
+overrides), ``link`` (robot link settings over the config's: the run's CURVE keys, the sim's
+short heartbeat and delivery deadline), ``link_dir`` (stable emulator paths), ``log`` (file),
+``log_level``.
 """
 
 from __future__ import annotations
@@ -41,16 +43,15 @@ log = structlog.get_logger("cellctl.sim.daemon")
 
 
 def sim_cell(
-    config_path: Path, endpoint: str, timeouts: dict[str, float] | None
+    config_path: Path, endpoint: str, timeouts: dict[str, float] | None, link: dict[str, Any] | None = None
 ) -> tuple[CellConfig, dict[str, ResolvedProfile]]:
-    """The cell config ``cellctl sim`` runs: the robot on ``endpoint``, step timeouts overridden."""
+    """The cell config ``cellctl sim`` runs: the robot on ``endpoint`` with the ``link`` settings
+    (keys, heartbeat, deadline: validated like the YAML), step timeouts overridden."""
     cell_cfg = load_cell(config_path)
     profiles = load_profiles(config_path, cell_cfg)
+    robot = type(cell_cfg.robot).model_validate({**cell_cfg.robot.model_dump(), **(link or {}), "endpoint": endpoint})
     cell_cfg = cell_cfg.model_copy(
-        update={
-            "robot": cell_cfg.robot.model_copy(update={"endpoint": endpoint}),
-            "timeouts": cell_cfg.timeouts.model_copy(update=timeouts or {}),
-        }
+        update={"robot": robot, "timeouts": cell_cfg.timeouts.model_copy(update=timeouts or {})}
     )
     return cell_cfg, profiles
 
@@ -86,7 +87,7 @@ async def serve(spec: dict[str, Any]) -> int:
     from cellctl.app import Cell  # the composition root of `cellctl run`
 
     config_path = Path(spec["config"])
-    cell_cfg, profiles = sim_cell(config_path, spec["endpoint"], spec.get("timeouts"))
+    cell_cfg, profiles = sim_cell(config_path, spec["endpoint"], spec.get("timeouts"), spec.get("link"))
     world = SimWorld(
         seed=spec["seed"],
         time_scale=spec["time_scale"],

@@ -1,43 +1,53 @@
-"""Simulated KUKA robot bridge on real ZeroMQ sockets (ROUTER, bound; the cell connects).
+"""The simulated robot: feeds parts into the fixture, sorts them by verdict, and counts.
 
-It feeds parts (placing each in the fixture, with the configured defect rate), acknowledges
-every verdict by sequence number (deduplicating resends), drops each part in the bin the
-verdict names and counts where each part went against the ground truth.
+``SimRobot`` is the robot side of the bridge (``cellctl.bridge.robot.RobotSide``): the sim's
+``BridgeServer`` (``sim/bridge.py``) calls it directly, or the KUKA client calls it through the
+simulated KRC (``sim/krc.py``, ``--via-bridge``). It places each part with the configured defect
+rate, drops each part in the bin its verdict names, and counts where each part went against
+the ground truth.
 
-One part per ``ready``, and a restarted cell is handled as the real robot must: ``ready``
-names the part the cell last durably accepted; if the part still in the fixture is not that
-one, the cell never took it (it died before the accept record) and the same part is announced
-again; otherwise it is taken out and the next one put in. A part is counted once however many
-verdicts name it.
+One part per ``ready``: ``ready.accepted`` names the part the cell last durably took from the
+fixture; if the part still in the fixture is not that one, the cell never took it (it died, or
+the answer was lost with the bridge) and the same part is announced again; otherwise it is
+taken out and the next one put in. Which ready wins when several are open is the bridge's
+business (the latest request of a cell wins); the robot answers each one it is asked.
+
+The robot knows which part it placed for which request, so it counts what a real robot could
+only suffer: ``wrong_part`` (a verdict whose (request_id, part_id) is not a pair it placed, or
+for a part it never placed) and ``duplicates_acted`` (a verdict acted on twice, or a second
+verdict for a part already sorted). Each part is sorted at most once.
 
 With a fault plan (``sim/faults.py``) the robot places each part together with its planned
 fault, isolates a faulted part (it goes in once every earlier part has its verdict, the next
-one once it has its own) so the fault's effects belong to that part alone, and asks for the
-other profile for ``profile-refused``. Robot-link faults (next issue) act here, on the link.
+one once it has its own) so the fault's effects belong to that part alone, asks for the other
+profile for ``profile-refused`` and refuses the verdict of a ``refused-ack`` part (res 4,
+"bin full": the part is held, in no bin).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import structlog
-import zmq
-import zmq.asyncio
-from pydantic import ValidationError
 
+from cellctl.bridge.robot import Placed, RobotSide, SortResult
 from cellctl.config import SimGeometry
-from cellctl.messages import BRIDGE_BOUND, Ack, Heartbeat, PartRequest, Ready, Verdict, encode
-from cellctl.sim.faults import FaultPlan
+from cellctl.link.protocol import Ready, Refused, Verdict
+from cellctl.sim.faults import CELL_FAULTS, FaultPlan
 from cellctl.sim.part import SimPart, sample_part
 from cellctl.sim.world import SimClock
 
 log = structlog.get_logger("cellctl.sim.robot")
 
 PICK_AND_PLACE_S = 1.2  # take the inspected part out, put the next one in
+RES_BIN_FULL = 4  # the robot's refusal code for refused-ack (README, "Refused acknowledgements")
+RES_NO_SUCH_PART = 5  # a verdict for a part the robot never placed: nothing to sort
 
 
 class CellSide(Protocol):
@@ -57,10 +67,14 @@ class Sorted:
     latency_ms: float
 
 
+# Called before a faulted part is announced (awaited: the part waits), with its id and fault;
+# the sim bridge hangs the faults that need the cell's request open here (forged-verdict).
+BeforeAnnounce = Callable[[str, str], Awaitable[None]]
+
+
 class SimRobot:
     def __init__(
         self,
-        endpoint: str,
         cell: CellSide,
         clock: SimClock,
         geometry: SimGeometry,
@@ -72,7 +86,6 @@ class SimRobot:
         plan: FaultPlan | None = None,
         other_profile: str | None = None,
     ) -> None:
-        self._endpoint = endpoint
         self._cell = cell
         self._clock = clock
         self._geometry = geometry
@@ -82,98 +95,123 @@ class SimRobot:
         self._parts = parts
         self._defect_rate = defect_rate
         self._rng = np.random.default_rng([seed, 4242])
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._feeding: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one ready is answered at a time
-        self._progress = asyncio.Condition()  # notified on every verdict
-        self._in_fixture: PartRequest | None = None  # announced, not yet taken out
+        self._progress = asyncio.Condition()  # notified on every verdict acted on
+        self._in_fixture: Placed | None = None  # announced (or being placed), not yet taken out
+        self._placed = False  # the part in the fixture is in the world (the hand-over completed)
         self._isolating = False  # the part in the fixture carries a fault
+        self.before_announce: BeforeAnnounce | None = None
         self.fed: dict[str, SimPart] = {}
         self.faults: dict[str, str] = {}  # part_id -> the fault planned (and armed) for it
         self.sorted: dict[str, Sorted] = {}
+        self.held: dict[str, Sorted] = {}  # refused (res != 0): the part is in no bin
         self.bins: Counter[int] = Counter()
-        self.malformed = 0
-        self.duplicates = 0  # resends of a verdict already acknowledged
-        self.rejudged = 0  # a second verdict (another seq) for a part already sorted
+        self.placed_for: dict[str, str] = {}  # request_id -> the part announced for it
+        self.announced_at: dict[str, float] = {}  # part_id -> monotonic time of its last announcement
+        self.acted: dict[tuple[str, str, int], str] = {}  # (cell_id, boot_id, seq) -> part_id
+        self.wrong_part = 0
+        self.duplicates_acted = 0
         self.reannounced = 0  # parts announced again to a cell that never took them
-        self.stale_readies = 0  # readies of a cell that died before they were answered
-        self._generation = 0  # bumped when the cell process is known to have died
+        self.refusals: Counter[str] = Counter()  # the cell's refusals of what the bridge sent, by reason
         self.done = asyncio.Event()
 
-    async def start(self) -> None:
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted cell takes its identity over
-        self._sock.bind(self._endpoint)
-        self._task = asyncio.create_task(self._serve(), name="sim-robot")
+    # --- RobotSide ----------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._feeding) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close(linger=0)
-        if self._ctx is not None:
-            self._ctx.term()
+    async def offer(self, cell_id: str, ready: Ready) -> Placed | None:
+        async with self._lock:
+            current = self._in_fixture
+            if current is not None and ready.accepted != current.part_id:
+                self.reannounced += 1
+                log.warning("robot.reannounce", part_id=current.part_id, accepted=ready.accepted)
+                if not self._placed:  # the hand-over was cut short (the offer was cancelled)
+                    fault = self.faults.get(current.part_id)
+                    await self._cell.place(self.fed[current.part_id], fault if fault in CELL_FAULTS else None)
+                    self._placed = True
+                return self._announce(ready, current)
+            self._in_fixture = None  # taken out: its verdict says which bin
+            return await self._feed(ready)
 
-    async def _serve(self) -> None:
-        assert self._sock is not None
-        while True:
-            identity, raw = await self._sock.recv_multipart()
-            try:
-                message = BRIDGE_BOUND.validate_json(raw)
-            except ValidationError:
-                self.malformed += 1
-                log.warning("robot.malformed", size=len(raw))
-                continue
-            if isinstance(message, Ready):
-                task = asyncio.create_task(self._on_ready(identity, message, self._generation))
-                self._feeding.add(task)
-                task.add_done_callback(self._feeding.discard)
-            elif isinstance(message, Verdict):
-                await self._sort(identity, message)
-            elif isinstance(message, Heartbeat):
-                await self._sock.send_multipart([identity, encode(Heartbeat(sender="sim-robot"))])
+    async def sort(self, cell_id: str, verdict: Verdict) -> SortResult:
+        part_id = verdict.part_id
+        key = (cell_id, verdict.boot_id, verdict.seq)
+        if verdict.request_id is not None:  # the link's verdict itself: the pair is checked here
+            self.check_pair(verdict)
+        elif part_id not in self.announced_at:  # through the KRC (EKI carries no request id:
+            self.wrong_part += 1  # CheckedRobot checked the pair in front of the KUKA client)
+            log.error("robot.wrong_part", part_id=part_id, request_id=None, seq=verdict.seq)
+        if part_id not in self.fed:
+            return SortResult(RES_NO_SUCH_PART, "no such part")
+        if key in self.acted:
+            self.duplicates_acted += 1  # the bridge let one verdict through twice
+            log.error("robot.verdict_acted_twice", part_id=part_id, seq=verdict.seq, boot_id=verdict.boot_id)
+            return SortResult(0)
+        self.acted[key] = part_id
+        if part_id in self.sorted or part_id in self.held:
+            self.duplicates_acted += 1  # a second verdict (another seq) for a part already dealt with
+            log.error("robot.part_sorted_twice", part_id=part_id, seq=verdict.seq)
+            return SortResult(0)
+        part = self.fed[part_id]
+        entry = Sorted(
+            part_id, part.defective, verdict.verdict.value, int(verdict.bin), verdict.seq, verdict.latency_ms
+        )
+        if self.faults.get(part_id) == "refused-ack":
+            self.held[part_id] = entry
+            log.warning("robot.refused", part_id=part_id, seq=verdict.seq, res=RES_BIN_FULL)
+            result = SortResult(RES_BIN_FULL, "bin full")
+        else:
+            self.sorted[part_id] = entry
+            self.bins[int(verdict.bin)] += 1
+            result = SortResult(0)
+        async with self._progress:
+            self._progress.notify_all()
+        if len(self.sorted) + len(self.held) >= self._parts:
+            self.done.set()
+        return result
+
+    def check_pair(self, verdict: Verdict) -> bool:
+        """Is (request_id, part_id) a pair the robot placed? Counted in ``wrong_part`` if not."""
+        placed = self.placed_for.get(verdict.request_id) if verdict.request_id is not None else None
+        if verdict.part_id in self.fed and placed == verdict.part_id:
+            return True
+        self.wrong_part += 1
+        log.error(
+            "robot.wrong_part", part_id=verdict.part_id, request_id=verdict.request_id, placed=placed, seq=verdict.seq
+        )
+        return False
+
+    def refused(self, cell_id: str, refused: Refused) -> None:
+        self.refusals[str(refused.reason)] += 1
+
+    def health(self) -> dict[str, object]:
+        return {
+            "fed": len(self.fed),
+            "sorted": len(self.sorted),
+            "held": len(self.held),
+            "in_fixture": self.in_fixture,
+            "wrong_part": self.wrong_part,
+            "duplicates_acted": self.duplicates_acted,
+            "reannounced": self.reannounced,
+        }
+
+    # --- for the run and the sim bridge -------------------------------------------------------
 
     @property
     def in_fixture(self) -> str | None:
         """The part announced last and not taken out yet (taken out at the next ready)."""
         return self._in_fixture.part_id if self._in_fixture is not None else None
 
-    def cell_restarted(self) -> None:
-        """The cell's process died (its supervisor saw it): a ready it sent and that is not
-        answered yet asks for nothing any more; its successor sends its own."""
-        self._generation += 1
+    def part_of(self, cell_id: str, boot_id: str, seq: int) -> str | None:
+        """The part the verdict ``seq`` of that cell's run was about, once the robot acted on it."""
+        return self.acted.get((cell_id, boot_id, seq))
 
-    def _stale(self, generation: int, what: str) -> bool:
-        if generation == self._generation:
-            return False
-        self.stale_readies += 1
-        log.warning("robot.stale_ready", dropped=what)
-        return True
+    def fault_of(self, part_id: str | None) -> str | None:
+        return self.faults.get(part_id) if part_id is not None else None
 
-    async def _on_ready(self, identity: bytes, ready: Ready, generation: int) -> None:
-        async with self._lock:
-            if self._stale(generation, "ready"):
-                return
-            current = self._in_fixture
-            # a cell that predates the ``accepted`` field takes every announced part
-            accepted = getattr(ready, "accepted", current.part_id if current is not None else None)
-            if current is not None and accepted != current.part_id:
-                self.reannounced += 1
-                log.warning("robot.reannounce", part_id=current.part_id, accepted=accepted)
-                await self._send(identity, current)
-                return
-            self._in_fixture = None  # taken out: the verdict says which bin
-            await self._feed(identity, generation)
+    # --- feeding ------------------------------------------------------------------------------
 
-    async def _feed(self, identity: bytes, generation: int) -> None:
+    async def _feed(self, ready: Ready) -> Placed | None:
         if len(self.fed) >= self._parts:
-            return  # input bin empty
+            return None  # input bin empty: the request stays open
         number = len(self.fed) + 1
         part_id = f"P{number:05d}"
         part = sample_part(self._rng, self._geometry, part_id, bool(self._rng.random() < self._defect_rate))
@@ -184,50 +222,47 @@ class SimRobot:
         self.fed[part_id] = part
         if fault is not None:
             self.faults[part_id] = fault
-        await self._clock.sleep(PICK_AND_PLACE_S)
-        await self._cell.place(part, fault)
         profile = self._other_profile if fault == "profile-refused" else self._profile
-        request = PartRequest(part_id=part_id, profile=profile)
-        self._in_fixture = request
-        # no await between this check and the send: an answer never reaches the successor of
-        # the cell that asked (it would take it as the answer to its own ready: two parts)
-        if self._stale(generation, part_id):
-            return  # in the fixture, not announced: the successor's ready gets it announced
-        await self._send(identity, request)
+        # in the fixture from here on: an offer cancelled during the hand-over leaves it there,
+        # and the next ready (accepted is not this part) announces it again
+        self._in_fixture, self._placed = Placed(part_id, profile), False
+        await self._clock.sleep(PICK_AND_PLACE_S)
+        await self._cell.place(part, fault if fault in CELL_FAULTS else None)  # link faults: the bridge's
+        self._placed = True
+        if fault is not None and self.before_announce is not None:
+            await self.before_announce(part_id, fault)
+        return self._announce(ready, self._in_fixture)
+
+    def _announce(self, ready: Ready, placed: Placed) -> Placed:
+        self.placed_for[ready.request_id] = placed.part_id
+        self.announced_at[placed.part_id] = time.monotonic()
+        return placed
 
     async def _quiet(self) -> None:
-        """Until every part fed so far has its verdict."""
+        """Until every part fed so far has its verdict (sorted, or refused and held)."""
         async with self._progress:
-            await self._progress.wait_for(lambda: all(p in self.sorted for p in self.fed))
+            await self._progress.wait_for(lambda: all(p in self.sorted or p in self.held for p in self.fed))
 
-    async def _send(self, identity: bytes, request: PartRequest) -> None:
-        assert self._sock is not None
-        await self._sock.send_multipart([identity, encode(request)])
 
-    async def _sort(self, identity: bytes, verdict: Verdict) -> None:
-        assert self._sock is not None
-        previous = self.sorted.get(verdict.part_id)
-        if previous is not None and previous.seq == verdict.seq:
-            self.duplicates += 1  # a resend: acknowledge again, sort once
-        elif previous is not None:
-            self.rejudged += 1  # the part is in its bin already: the first verdict moved it
-            log.warning("robot.rejudged", part_id=verdict.part_id, seq=verdict.seq, first_seq=previous.seq)
-        elif verdict.part_id in self.fed:
-            part = self.fed[verdict.part_id]
-            self.sorted[verdict.part_id] = Sorted(
-                verdict.part_id,
-                part.defective,
-                verdict.verdict.value,
-                int(verdict.bin),
-                verdict.seq,
-                verdict.latency_ms,
-            )
-            self.bins[int(verdict.bin)] += 1
-        else:
-            log.warning("robot.unknown_part", part_id=verdict.part_id, seq=verdict.seq)
-        ack = Ack(cell_id=verdict.cell_id, seq=verdict.seq, bin=verdict.bin)
-        await self._sock.send_multipart([identity, encode(ack)])
-        async with self._progress:
-            self._progress.notify_all()
-        if len(self.sorted) >= self._parts:
-            self.done.set()
+class CheckedRobot:
+    """``--via-bridge``: the bridge's robot side is the KUKA client, and the EKI sort message
+    carries no request id; this puts the sim robot's pair check (and its count of the cell's
+    refusals) in front of it, on the link's verdict as the bridge received it."""
+
+    def __init__(self, inner: RobotSide, sim: SimRobot) -> None:
+        self._inner = inner
+        self._sim = sim
+
+    async def offer(self, cell_id: str, ready: Ready) -> Placed | None:
+        return await self._inner.offer(cell_id, ready)
+
+    async def sort(self, cell_id: str, verdict: Verdict) -> SortResult:
+        self._sim.check_pair(verdict)
+        return await self._inner.sort(cell_id, verdict)
+
+    def refused(self, cell_id: str, refused: Refused) -> None:
+        self._sim.refused(cell_id, refused)
+        self._inner.refused(cell_id, refused)
+
+    def health(self) -> dict[str, object]:
+        return self._inner.health()

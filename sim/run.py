@@ -1,10 +1,13 @@
-"""``cellctl sim``: the daemon and the simulated robot, then a summary.
+"""``cellctl sim``: the daemon, the bridge and the simulated robot, then a summary.
 
-Everything between them is real: ZeroMQ sockets (ipc), SQLite records, onnxruntime on the
-committed INT8 model, the daemon's own pipeline and delivery code, the production serial
-drivers on pty emulators. The daemon runs in this process, or with ``--faults daemon-kill``
-as a child process (sim/daemon.py, supervised by sim/supervisor.py) that can be killed and
-restarted. ``--faults`` injects named faults (sim/faults.py, sim/injector.py).
+Everything between them is real: ZeroMQ sockets (ipc) with CURVE (keys made per run), the
+production bridge server (``sim/bridge.py`` subclasses it for the link faults), SQLite
+records, onnxruntime on the committed INT8 model, the daemon's own pipeline and outbox, the
+production serial drivers on pty emulators. With ``--via-bridge`` the bridge talks EKI over
+TCP to the simulated KRC (``sim/krc.py``) through the production KUKA client. The daemon runs
+in this process, or with ``--faults daemon-kill`` as a child process (sim/daemon.py,
+supervised by sim/supervisor.py) that can be killed and restarted. ``--faults`` injects
+named faults (sim/faults.py, sim/injector.py, sim/bridge.py).
 """
 
 from __future__ import annotations
@@ -24,16 +27,24 @@ from typing import Any
 
 import numpy as np
 import structlog
+import zmq
+import zmq.auth
 
+from cellctl.bridge.auth import BridgeAuth
+from cellctl.bridge.robot import RobotSide
 from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem
 from cellctl.logs import configure
+from cellctl.sim import link_figures
+from cellctl.sim.bridge import SimBridge
 from cellctl.sim.daemon import sim_cell
 from cellctl.sim.emulated import serve_emulated
 from cellctl.sim.faults import (
     HARMLESS_TO_INSPECTION,
+    LINK_FAULTS,
     PROCESS_FAULTS,
     RECORDS_FAULTS,
+    VIA_BRIDGE_FAULTS,
     FaultNameError,
     FaultPlan,
     min_parts,
@@ -42,13 +53,13 @@ from cellctl.sim.faults import (
 )
 from cellctl.sim.injector import FaultInjector
 from cellctl.sim.part import SimPart
-from cellctl.sim.robot import SimRobot
+from cellctl.sim.robot import CheckedRobot, SimRobot
 from cellctl.sim.supervisor import ChildDaemon
 from cellctl.sim.world import WORLD_KEY, Faults, SimClock, SimWorld
 
 log = structlog.get_logger("cellctl.sim.run")
 
-OUTCOMES = ("PASS", "REJECT", "RECHECK", "lost")
+OUTCOMES = ("PASS", "REJECT", "RECHECK", "held", "lost")
 EXIT_INTERRUPTED = 130
 
 
@@ -72,7 +83,7 @@ def fault_figures(robot: SimRobot, records: Path) -> tuple[int, dict[str, Any]]:
         entry = per_fault.setdefault(fault, {"injected": 0, "outcomes": dict.fromkeys(OUTCOMES, 0)})
         entry["injected"] += 1
         s = robot.sorted.get(part_id)
-        entry["outcomes"][s.verdict if s is not None else "lost"] += 1
+        entry["outcomes"][s.verdict if s is not None else "held" if part_id in robot.held else "lost"] += 1
         if s is None or s.verdict != "PASS" or fault in HARMLESS_TO_INSPECTION:
             continue
         if fault in RECORDS_FAULTS and durable is not None and (s.seq, part_id) in durable:
@@ -86,24 +97,21 @@ def summarize(robot: SimRobot, elapsed_s: float, meta: dict[str, Any]) -> dict[s
     # a run stopped by a signal may leave an announced part the cell never took: it waits in
     # the fixture (the next start is told it again), it is not lost
     waiting = robot.in_fixture if meta.get("interrupted") else None
-    in_fixture = int(waiting is not None and waiting not in robot.sorted)
+    in_fixture = int(waiting is not None and waiting not in robot.sorted and waiting not in robot.held)
     verdicts = {k: sum(1 for s in sorted_ if s.verdict == k) for k in ("PASS", "REJECT", "RECHECK")}
     latencies = np.array([s.latency_ms for s in sorted_]) if robot.sorted else np.zeros(1)
     return {
         "parts": len(robot.fed),
         "verdicts": verdicts,
-        "delivered": len(robot.sorted),
-        "lost": len(robot.fed) - len(robot.sorted) - in_fixture,
+        "delivered": len(robot.sorted),  # sorted into a bin (refused-ack parts are "held")
+        "lost": len(robot.fed) - len(robot.sorted) - len(robot.held) - in_fixture,
         "in_fixture": in_fixture,
         "defective": sum(1 for p in robot.fed.values() if p.defective),
         "escapes": sum(1 for s in sorted_ if s.defective and s.verdict == "PASS"),
         "false_rejects": sum(1 for s in sorted_ if not s.defective and s.verdict == "REJECT"),
         "rechecks": verdicts["RECHECK"],
         "bins": {str(k): v for k, v in sorted(robot.bins.items())},
-        "duplicate_verdicts": robot.duplicates,
-        "rejudged": robot.rejudged,
         "reannounced": robot.reannounced,
-        "stale_readies": robot.stale_readies,
         "latency_ms": {
             "p50": round(float(np.percentile(latencies, 50)), 1),
             "p99": round(float(np.percentile(latencies, 99)), 1),
@@ -169,10 +177,18 @@ def _interruptible(stop: asyncio.Event, interrupted: list[bool]) -> Iterator[Non
             loop.remove_signal_handler(sig)
 
 
-async def _until(robot: SimRobot, budget_s: float, stop: asyncio.Event, gave_up: asyncio.Event | None) -> bool:
-    """Wait until every part is sorted, ``stop`` is set, the child daemon gave up or the budget
-    is spent; True if the budget ran out."""
-    waits = [asyncio.create_task(robot.done.wait()), asyncio.create_task(stop.wait())]
+async def _until(
+    robot: SimRobot,
+    bridge: SimBridge,
+    records: Path,
+    budget_s: float,
+    stop: asyncio.Event,
+    gave_up: asyncio.Event | None,
+) -> bool:
+    """Wait until every part is sorted (or held) and the link faults under way are over (a late
+    ack sent, the bridge back), ``stop`` is set, the child daemon gave up or the budget is
+    spent; True if the budget ran out."""
+    waits = [asyncio.create_task(_finished(robot, bridge, records)), asyncio.create_task(stop.wait())]
     if gave_up is not None:
         waits.append(asyncio.create_task(gave_up.wait()))
     done, pending = await asyncio.wait(waits, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED)
@@ -180,6 +196,44 @@ async def _until(robot: SimRobot, budget_s: float, stop: asyncio.Event, gave_up:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     return not done
+
+
+async def _finished(robot: SimRobot, bridge: SimBridge, records: Path) -> None:
+    await robot.done.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(bridge.settle(), SETTLE_S)
+    # the last acks (a late one just sent) reach the records before the cell is stopped: an
+    # expired verdict is not in flight, so the cell's drain would not wait for its ack
+    deadline = time.monotonic() + ACKS_SETTLE_S
+    while time.monotonic() < deadline:
+        states = await asyncio.to_thread(link_figures.ack_states, records)
+        if not states.get("pending") and not states.get("expired"):
+            return
+        await asyncio.sleep(0.1)
+
+
+# The sim's link: heartbeats and deadline short enough that outages and late acks cost seconds,
+# not minutes (production: 1 s, 3 beats, 30 s); the bridge beats at the same period.
+SIM_LINK: dict[str, Any] = {
+    "heartbeat_s": 0.5,
+    "missed_beats": 4,
+    "delivery_deadline_s": 4.0,
+    "ack_timeout_s": 1.0,
+    "ack_backoff_max_s": 2.0,
+}
+SETTLE_S = 60.0  # after the last part: faults still under way (a late ack, the bridge coming back)
+ACKS_SETTLE_S = 15.0  # then until the records hold no verdict still waiting for its ack
+KRC_BUFFER_LIMIT = 16  # the EKI BUFFERING Limit of the simulated KRC, and what the KUKA client respects
+
+
+def _run_keys(workdir: Path) -> tuple[bytes, bytes, bytes, Path]:
+    """This run's CURVE keys: the bridge's pair (in memory) and the cell's certificate, written
+    in zmq.auth format into the workdir for the daemon (in process or child) to read."""
+    bridge_public, bridge_secret = zmq.curve_keypair()
+    _, secret_file = zmq.auth.create_certificates(str(workdir), "sim-cell")
+    cell_public, _ = zmq.auth.load_certificate(secret_file)
+    Path(secret_file).chmod(0o600)
+    return bridge_public, bridge_secret, cell_public, Path(secret_file)
 
 
 async def simulate(
@@ -196,7 +250,14 @@ async def simulate(
     instead, ``plan`` to place named faults on chosen parts (else from ``args.faults``)."""
     config_path = args.config or embedded_config()
     endpoint = f"ipc://{workdir / 'robot.sock'}"
-    cell_cfg, profiles = sim_cell(config_path, endpoint, timeouts)
+    bridge_public, bridge_secret, cell_public, secret_file = _run_keys(workdir)
+    link = {
+        **SIM_LINK,
+        "security": "curve",
+        "bridge_public_key": bridge_public.decode(),
+        "secret_key_file": str(secret_file),
+    }
+    cell_cfg, profiles = sim_cell(config_path, endpoint, timeouts, link)
     profile = args.profile or cell_cfg.default_profile
     if profile not in profiles:
         raise ConfigError(
@@ -211,6 +272,7 @@ async def simulate(
         )
     if plan is None:
         plan = plan_faults(parse_fault_names(getattr(args, "faults", "") or ""), args.parts, args.seed)
+    via_bridge = bool(getattr(args, "via_bridge", False))
     child = bool(PROCESS_FAULTS & set(plan.names))
     others = sorted(p for p in profiles if p != profile)
     records = args.records or workdir / "records.db"
@@ -225,13 +287,14 @@ async def simulate(
         "time_scale": args.time_scale,
         "records": str(args.records) if args.records else None,
         "faults_requested": list(plan.names),
+        "via_bridge": via_bridge,
     }
+    cell_view: dict[str, Any] = {}  # the cell's view of its link
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(_interruptible(stop, interrupted))
 
-        def make_robot(side: Any) -> SimRobot:
-            return SimRobot(
-                endpoint,
+        async def start_robot(side: Any) -> tuple[SimRobot, SimBridge]:
+            robot = SimRobot(
                 side,
                 clock,
                 profiles[profile].profile.geometry,
@@ -242,6 +305,11 @@ async def simulate(
                 plan=plan,
                 other_profile=others[0] if others else None,
             )
+            bridge = await _start_bridge(
+                stack, endpoint, robot, via_bridge, cell_cfg.cell_id, (bridge_public, bridge_secret, cell_public), args
+            )
+            _show_progress(stack, robot, args)
+            return robot, bridge
 
         if child:
             log_path = _daemon_log(args, workdir)
@@ -252,23 +320,21 @@ async def simulate(
                 "seed": args.seed,
                 "time_scale": args.time_scale,
                 "timeouts": timeouts or {},
+                "link": link,
                 "link_dir": str(workdir),
                 "log": str(log_path),
                 "log_level": getattr(args, "log_level", None) or "info",
             }
             (workdir / "daemon.json").write_text(json.dumps(spec))
             daemon = ChildDaemon(workdir / "daemon.json", workdir / "daemon.stderr")
-            robot = make_robot(daemon)
-            daemon.on_exit = robot.cell_restarted
-            await robot.start()
-            stack.push_async_callback(robot.close)
-            _show_progress(stack, robot, args)
+            robot, bridge = await start_robot(daemon)
             t0 = time.monotonic()
             await daemon.start()
             stack.push_async_callback(daemon.stop)
-            timed_out = await _until(robot, budget_s, stop, daemon.gave_up)
+            timed_out = await _until(robot, bridge, records, budget_s, stop, daemon.gave_up)
             await daemon.stop()
             elapsed = time.monotonic() - t0
+            cell_view = link_figures.from_daemon_log(log_path)
             meta.update(crashes=daemon.crashes, restarts=daemon.restarts, daemon_log=str(log_path), loop_lag_ms=None)
         else:
             from cellctl.app import Cell  # the composition root, as `cellctl run` builds it
@@ -284,16 +350,13 @@ async def simulate(
             cell_cfg = await serve_emulated(cell_cfg, world, stack, link_dir=workdir, emulators=emulators)
             injector = FaultInjector(world, emulators)
             stack.push_async_callback(injector.close)
-            robot = make_robot(_LocalCell(injector))
-            await robot.start()
-            stack.push_async_callback(robot.close)
-            _show_progress(stack, robot, args)
+            robot, bridge = await start_robot(_LocalCell(injector))
             cell = Cell(
                 cell_cfg, profiles, records, context={WORLD_KEY: world}, hooks=injector.hooks(), config_path=config_path
             )
             crashes = 0
             t0 = time.monotonic()
-            watcher = asyncio.create_task(_until(robot, budget_s, stop, None))
+            watcher = asyncio.create_task(_until(robot, bridge, records, budget_s, stop, None))
             watcher.add_done_callback(lambda _: stop.set())
             try:
                 with cell.signals(stop):
@@ -306,13 +369,57 @@ async def simulate(
                 log.error("sim.daemon_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             elapsed = time.monotonic() - t0
             timed_out = await watcher
-            loop_lag = cell.loop_lag.summary()
-            meta.update(crashes=crashes, restarts=0, loop_lag_ms=loop_lag)
+            cell_view = link_figures.from_cell(cell)
+            meta.update(crashes=crashes, restarts=0, loop_lag_ms=cell.loop_lag.summary())
+        bridge_health = bridge.health()
     if not robot.done.is_set() and not timed_out:
         interrupted.append(True)  # the cell's own signal handler stopped it
     uninspected, per_fault = fault_figures(robot, records)
     meta.update(passed_uninspected=uninspected, faults=per_fault, interrupted=bool(interrupted), timed_out=timed_out)
+    meta.update(link_figures.link_summary(robot, bridge, bridge_health, cell_view, records))
     return summarize(robot, elapsed, meta)
+
+
+async def _start_bridge(
+    stack: contextlib.AsyncExitStack,
+    endpoint: str,
+    robot: SimRobot,
+    via_bridge: bool,
+    cell_id: str,
+    keys: tuple[bytes, bytes, bytes],
+    args: argparse.Namespace,
+) -> SimBridge:
+    """The bridge on ``endpoint`` with this run's keys: the robot plugged in directly, or (with
+    ``--via-bridge``) the KUKA client in front of the simulated KRC that wraps the robot."""
+    bridge_public, bridge_secret, cell_public = keys
+    side: RobotSide = robot
+    krc: Any = None
+    if via_bridge:
+        from cellctl.bridge.kuka import KukaRobot
+        from cellctl.sim.krc import SimKrc
+
+        krc = SimKrc(robot, "127.0.0.1", 0, KRC_BUFFER_LIMIT)
+        await krc.start()
+        stack.push_async_callback(krc.close)
+        kuka = KukaRobot("127.0.0.1", krc.port, buffer_limit=KRC_BUFFER_LIMIT)
+        await kuka.start()
+        stack.push_async_callback(kuka.close)
+        side = CheckedRobot(kuka, robot)
+    bridge = SimBridge(
+        endpoint,
+        side,
+        robot,
+        delivery_deadline_s=SIM_LINK["delivery_deadline_s"],
+        seed=args.seed,
+        bridge_public_key=bridge_public,
+        krc=krc,
+        auth=BridgeAuth.from_keys(bridge_public, bridge_secret, {cell_id: cell_public}),
+        heartbeat_s=SIM_LINK["heartbeat_s"],
+        missed_beats=SIM_LINK["missed_beats"],
+    )
+    await bridge.start()
+    stack.push_async_callback(bridge.close_all)
+    return bridge
 
 
 def _daemon_log(args: argparse.Namespace, workdir: Path) -> Path:
@@ -336,7 +443,9 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     print(f"  parts inspected   {s['parts']} ({s['defective']} defective)")
     print(f"  verdicts          PASS {v['PASS']}   REJECT {v['REJECT']}   RECHECK {v['RECHECK']}")
-    print(f"  delivered         {s['delivered']} acknowledged by the robot, {s['lost']} lost")
+    print(
+        f"  delivered         {s['delivered']} sorted by the robot, {s['held']} held (robot refused), {s['lost']} lost"
+    )
     print(f"  escapes           {s['escapes']} defective parts judged PASS")
     print(f"  false rejects     {s['false_rejects']} good parts judged REJECT")
     lat = s["latency_ms"]
@@ -345,6 +454,18 @@ def print_summary(s: dict[str, Any]) -> None:
     lag = s["loop_lag_ms"]
     if lag is not None:  # None: the daemon ran in a child process
         print(f"  event-loop lag    p99 {lag['p99']} ms   max {lag['max']} ms")
+    acks = s["acks"]
+    print(
+        f"  robot link        {s['wrong_part']} verdicts on the wrong part, {s['duplicates_acted']} acted on twice; "
+        f"acked {acks.get('acked', 0)}, late {acks.get('acked_late', 0)}, refused {acks.get('refused', 0)}"
+    )
+    if s["outages"] or s["refused"] or s["auth_denied"] or set(LINK_FAULTS) & set(s["faults_requested"]):
+        refused = ", ".join(f"{k} {v}" for k, v in s["refused"].items()) or "none"
+        print(
+            f"  link faults       down {s['link_down_s']} s over {s['outages']} bridge outages "
+            f"(production resumed: {'yes' if s['production_resumed'] else 'NO'}); "
+            f"{s['auth_denied']} peers denied; refused by the cell: {refused}"
+        )
     if s["faults"] or s["faults_requested"]:
         print(f"  passed uninspected {s['passed_uninspected']} PASS verdicts on parts a fault spoilt")
         print(f"  daemon            {s['restarts']} restarts after injected kills, {s['crashes']} crashes")
@@ -352,17 +473,21 @@ def print_summary(s: dict[str, Any]) -> None:
             o = f["outcomes"]
             print(
                 f"  fault {name:<18} injected {f['injected']:<3} PASS {o['PASS']} REJECT {o['REJECT']} "
-                f"RECHECK {o['RECHECK']} lost {o['lost']}"
+                f"RECHECK {o['RECHECK']} held {o['held']} lost {o['lost']}"
             )
     if s["interrupted"]:
         print("  interrupted       the run was stopped early (partial figures)")
 
 
 def exit_code(s: dict[str, Any]) -> int:
-    """130 interrupted; 1 if a part was lost, a PASS was uninspected or the daemon crashed; else 0."""
+    """130 interrupted; 1 if a part was lost, a PASS was uninspected, the daemon crashed, a
+    verdict went to the wrong part, something was acted on twice, or production did not resume
+    after an outage; else 0."""
     if s["interrupted"]:
         return EXIT_INTERRUPTED
-    return 0 if s["lost"] == 0 and s["passed_uninspected"] == 0 and s["crashes"] == 0 else 1
+    clean = s["lost"] == 0 and s["passed_uninspected"] == 0 and s["crashes"] == 0
+    linked = s["wrong_part"] == 0 and s["duplicates_acted"] == 0 and not s["wrong_bin"] and s["production_resumed"]
+    return 0 if clean and linked else 1
 
 
 def main(args: argparse.Namespace) -> int:
@@ -378,10 +503,14 @@ def main(args: argparse.Namespace) -> int:
     except FaultNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    needing = [n for n in names if n in VIA_BRIDGE_FAULTS]
+    if needing and not getattr(args, "via_bridge", False):
+        print(f"error: fault {needing[0]} needs --via-bridge (it acts on the EKI link to the KRC)", file=sys.stderr)
+        return 2
     if args.parts < min_parts(names):
         print(
             f"error: --parts {args.parts} is too few for {len(names)} faults "
-            f"(need at least {min_parts(names)}: {min_parts(names) - len(names)} warm-up parts first)",
+            f"(need at least {min_parts(names)}: warm-up parts first, a part after the last outage)",
             file=sys.stderr,
         )
         return 2

@@ -33,7 +33,7 @@ STOP_WAIT_S = 60.0  # a stopping child finishes its part and drains deliveries (
 class ChildDaemon:
     def __init__(self, spec_path: Path, stderr_path: Path, on_exit: Callable[[], None] | None = None) -> None:
         self._spec_path = spec_path
-        self.on_exit = on_exit  # told at once when the child died (the robot drops its readies)
+        self.on_exit = on_exit  # told at once when the child died (for a caller that cares)
         self._stderr_path = stderr_path
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

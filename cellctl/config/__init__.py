@@ -1,6 +1,6 @@
 """Cell config and part profiles: pydantic models, YAML loading with lines, resolving."""
 
-from cellctl.config.cell import CellConfig, Devices, RobotLink, Storage, Timeouts
+from cellctl.config.cell import CellConfig, Devices, RobotLink, RobotLinkSettings, Storage, Timeouts
 from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
 from cellctl.config.preflight import emulated_devices, preflight, records_problem, verify_models
 from cellctl.config.profile import PartProfile, PreprocessSettings, Roi, SimGeometry, Tiling
@@ -24,6 +24,7 @@ __all__ = [
     "PartProfile",
     "PreprocessSettings",
     "RobotLink",
+    "RobotLinkSettings",
     "Roi",
     "SimGeometry",
     "Storage",

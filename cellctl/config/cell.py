@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cellctl.drivers import DeviceUrl, SettingsModel
+from cellctl.link.keys import z85_key_problem
 from cellctl.text import SafeName, SafePath
 
 
@@ -33,17 +34,54 @@ class Devices(SettingsModel):
     lighting: DeviceSettings = Field(default_factory=lambda: DeviceSettings(url="sim://"))
 
 
-class RobotLink(SettingsModel):
+class RobotLinkSettings(SettingsModel):
+    """The cell's end of the robot link (README, "Robot link")."""
+
     endpoint: SafePath = Field(
         default="tcp://127.0.0.1:5560",
         pattern=r"^(tcp|ipc)://",
         description="ZeroMQ endpoint of the robot bridge (the bridge binds, the cell connects)",
     )
-    ack_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0, description="resend after this")
-    delivery_deadline_s: float = Field(
-        default=30.0, gt=0.0, le=3600.0, description="give up resending and raise an alarm"
+    security: Literal["curve", "none"] = Field(
+        default="curve", description="curve: encrypted, both ends authenticated; none: a warning at every start"
     )
-    heartbeat_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    bridge_public_key: str | None = Field(
+        default=None, description="the bridge's CURVE public key (Z85, 40 characters); required with curve"
+    )
+    secret_key_file: SafePath = Field(
+        default="cell.key_secret",
+        description="the cell's ZeroMQ certificate with its secret key, relative to the config file; "
+        "$CREDENTIALS_DIRECTORY/<same name> first when set",
+    )
+    heartbeat_s: float = Field(default=1.0, gt=0.0, le=60.0, description="heartbeat period, both ways")
+    missed_beats: int = Field(
+        default=3, ge=2, le=100, description="down after this many heartbeat periods without a message"
+    )
+    ack_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0, description="first resend after this")
+    ack_backoff_max_s: float = Field(default=8.0, gt=0.0, le=600.0, description="resend interval doubles up to this")
+    delivery_deadline_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="then the verdict is expired (and resent at reconnection)"
+    )
+    window: int = Field(default=8, ge=1, le=1000, description="verdicts in flight at most")
+
+    @field_validator("bridge_public_key")
+    @classmethod
+    def verify_key(cls, value: str | None) -> str | None:
+        problem = None if value is None else z85_key_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def verify_backoff(self) -> RobotLinkSettings:
+        if self.ack_backoff_max_s < self.ack_timeout_s:
+            raise ValueError(
+                f"ack_backoff_max_s ({self.ack_backoff_max_s:g}) is below ack_timeout_s ({self.ack_timeout_s:g})"
+            )
+        return self
+
+
+RobotLink = RobotLinkSettings  # the name this model had before the link client took it
 
 
 class Timeouts(SettingsModel):
@@ -71,7 +109,7 @@ class CellConfig(SettingsModel):
     profiles_dir: SafePath = Field(default=".", description="folder of part profiles, relative to the config file")
     default_profile: SafeName = Field(default="m8x40-hex", description="profile used when a request names none")
     devices: Devices = Field(default_factory=Devices)
-    robot: RobotLink = Field(default_factory=RobotLink)
+    robot: RobotLinkSettings = Field(default_factory=RobotLinkSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     storage: Storage = Field(default_factory=Storage)
     inference_threads: int = Field(default=2, ge=1, le=64, description="onnxruntime intra-op threads")

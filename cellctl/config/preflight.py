@@ -4,7 +4,8 @@ One function for `cellctl check CELL.yaml` and `cellctl run`, so the two cannot 
 It validates the cell config and every profile (shapes and ranges), then what validators may
 not do because it needs I/O: each device URL's scheme and options against the backend's own
 options model, each ``.cti`` file, each model file loaded with onnxruntime and its inputs and
-outputs, and the records database's folder. Every problem names file, line and field.
+outputs, the records database's folder, and the robot link's keys. Every problem names file,
+line and field.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cellctl.drivers.camera import FRAME_CAMERAS, LINE_CAMERAS
 from cellctl.drivers.lighting import LIGHTS
 from cellctl.drivers.registry import BackendRegistry
 from cellctl.drivers.stage import STAGES
+from cellctl.link.keys import KeyFileError, read_certificate, secret_key_path, warn_if_exposed
 
 DEVICE_REGISTRIES: dict[str, BackendRegistry] = {
     "frame_camera": FRAME_CAMERAS,
@@ -48,13 +50,15 @@ def preflight(config_path: Path, *, allow_emulated: bool = False) -> tuple[CellC
 
     ``allow_emulated``: accept ``emulator://`` devices (`cellctl check` and `cellctl sim`);
     `cellctl run` cannot serve them. A config with emulator devices is run only by
-    `cellctl sim`, which keeps its own records, so its ``records_db`` is not checked.
+    `cellctl sim`, which keeps its own records and makes its own link keys per run, so its
+    ``records_db`` and keys are not checked.
     """
     data = read_yaml(config_path)
     cell = validate(CellConfig, data, config_path)
     problems = verify_devices(config_path, data, cell, allow_emulated=allow_emulated)
     if not emulated_devices(cell):
         problems += verify_records(config_path, data, cell)
+        problems += verify_link_keys(config_path, data, cell)
     profiles: dict[str, ResolvedProfile] = {}
     try:
         profiles = load_profiles(config_path, cell)
@@ -163,6 +167,29 @@ def _sqlite_writable(db: Path) -> str | None:
     finally:
         con.close()
     return None
+
+
+def verify_link_keys(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
+    """With ``security: curve``: the bridge's key is pinned, and the cell's certificate (where
+    the daemon will look, ``$CREDENTIALS_DIRECTORY`` first) is readable and holds a secret key
+    that belongs to its public key. A secret readable by group or others is a warning."""
+    robot = cell.robot
+    if robot.security != "curve":
+        return []
+    problems = []
+    if robot.bridge_public_key is None:
+        field = "robot.bridge_public_key"
+        message = "required with security: curve (the bridge's public key: `cellctl keys show BRIDGE.key`)"
+        problems.append(Problem(str(path), line_of(data, field), field, message))
+    key_file = secret_key_path(robot.secret_key_file, path)
+    try:
+        read_certificate(key_file, need_secret=True)
+    except KeyFileError as exc:
+        field = "robot.secret_key_file"
+        problems.append(Problem(str(path), line_of(data, field), field, str(exc)))
+    else:
+        warn_if_exposed(key_file)
+    return problems
 
 
 def verify_models(profiles: Iterable[ResolvedProfile]) -> list[Problem]:

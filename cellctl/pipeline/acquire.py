@@ -22,7 +22,7 @@ from cellctl.devices import CellDevices
 from cellctl.drivers import CellError
 from cellctl.drivers.camera import Frame
 from cellctl.fault import Fault, Step
-from cellctl.messages import PartRequest
+from cellctl.link.protocol import Part
 
 log = structlog.get_logger("cellctl.pipeline.acquire")
 T = TypeVar("T")
@@ -31,20 +31,29 @@ WATCHDOG_MARGIN_S = 5.0  # on top of the sum of the step deadlines; see acquisit
 
 @dataclass
 class Acquisition:
-    request: PartRequest
+    part: Part  # the part message that answered the cell's open request
     profile_name: str
     profile: ResolvedProfile | None  # None: the part could not be inspected under any profile
     seq: int  # durable, taken when the part was accepted; the verdict carries it
     started_s: float  # monotonic: the part's trigger, start of latency
+    boot_id: str  # the run of the daemon that accepted the part
     head_frames: list[Frame] = field(default_factory=list)
     strip: Frame | None = None
     fault: Fault | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     step: Step = Step.ACCEPT  # the step under way (what a watchdog expiry is blamed on)
 
+    @property
+    def part_id(self) -> str:
+        return self.part.part_id
+
+    @property
+    def request_id(self) -> str:
+        return self.part.request_id
+
     def ids(self) -> dict[str, object]:
         """What every per-part log event carries."""
-        return {"part_id": self.request.part_id, "seq": self.seq, "profile": self.profile_name}
+        return {"part_id": self.part.part_id, "seq": self.seq, "profile": self.profile_name}
 
 
 def acquisition_budget_s(timeouts: Timeouts, profile: PartProfile) -> float:

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from cellctl.config import ResolvedProfile
+from cellctl.config import ResolvedProfile, file_sha256
 from cellctl.decision import Decision, decide
 from cellctl.fault import Fault, Step
 from cellctl.pipeline.acquire import Acquisition
@@ -58,13 +58,25 @@ class PartResult:
     scores: dict[str, float]
     timings_ms: dict[str, float]
     model_sha256: str | None
+    request_id: str | None  # the request the part answered; None for a part of older records
+    profile_sha256: str | None  # of the profile file the part was judged under; None if none
 
     @classmethod
     def not_inspected(
-        cls, seq: int, part_id: str, profile: str, fault: Fault, started_s: float, timings_ms: dict[str, float]
+        cls,
+        seq: int,
+        part_id: str,
+        profile: str,
+        fault: Fault,
+        started_s: float,
+        timings_ms: dict[str, float],
+        *,
+        request_id: str | None,
+        profile_sha256: str | None = None,
     ) -> PartResult:
         """A part the cell could not inspect: RECHECK with the fault as its reason."""
-        return cls(seq, part_id, profile, started_s, decide([], None, 0.5, fault), {}, timings_ms, None)
+        decision = decide([], None, 0.5, fault)
+        return cls(seq, part_id, profile, started_s, decision, {}, timings_ms, None, request_id, profile_sha256)
 
 
 def checked_scores(raw: object, views: int) -> np.ndarray:
@@ -146,11 +158,24 @@ async def analyse(
     values = scores.tolist() if scores is not None else None
     return PartResult(
         seq=acq.seq,
-        part_id=acq.request.part_id,
+        part_id=acq.part_id,
         profile=acq.profile_name,
         started_s=acq.started_s,
         decision=decide(names, values, threshold, fault),
         scores=dict(zip(names, values, strict=True)) if values is not None else {},
         timings_ms=acq.timings_ms,
         model_sha256=inferencer.sha256 if inferencer is not None else None,
+        request_id=acq.request_id,
+        profile_sha256=await profile_sha256(rp),
     )
+
+
+async def profile_sha256(rp: ResolvedProfile | None) -> str | None:
+    """sha256 of the profile file (off the loop; cached per file version), None if unreadable."""
+    if rp is None:
+        return None
+    try:
+        return await asyncio.to_thread(file_sha256, rp.path)
+    except OSError as exc:
+        log.warning("profile.unhashable", profile=rp.name, error=str(exc))
+        return None

@@ -1,4 +1,4 @@
-"""The end of a part's way: its verdict recorded durably, then handed to delivery.
+"""The end of a part's way: its verdict recorded durably, then handed to the outbox.
 
 Nothing is PASSed without a durable record. When the records cannot be written (disk full,
 read-only, vanished) the verdict becomes RECHECK, is still sent (the robot must not keep a
@@ -11,18 +11,21 @@ part whose verdict record was lost with the process is judged "interrupted" at t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 
 import structlog
 
 from cellctl.decision import Decision
-from cellctl.delivery import Delivery
 from cellctl.fault import Fault, Step
-from cellctl.messages import BIN_OF, Outcome, Verdict
+from cellctl.link.protocol import MAX_SCORES, Verdict
+from cellctl.outbox import Outbox
+from cellctl.outcome import BIN_OF, Outcome
 from cellctl.pipeline.analyse import PartResult
 from cellctl.records import Record, Records, RecordsError
 from cellctl.state import CellState
+from cellctl.text import TEXT_MAX, printable
 
 log = structlog.get_logger("cellctl.pipeline.publish")
 
@@ -38,11 +41,13 @@ class DurableWriter:
         self.state = state
         self.backlog: list[Record] = []
 
-    async def accept(self, cell_id: str, part_id: str, profile: str, stop: asyncio.Event) -> int | None:
+    async def accept(
+        self, cell_id: str, part_id: str, profile: str, request_id: str | None, boot_id: str, stop: asyncio.Event
+    ) -> int | None:
         """The part's durable seq; while the records fail, retried until they work or ``stop``."""
         while True:
             try:
-                seq = await self.records.accept(cell_id, part_id, profile)
+                seq = await self.records.accept(cell_id, part_id, profile, request_id, boot_id)
             except RecordsError as exc:
                 self._failed(exc)
             else:
@@ -100,29 +105,35 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
 
 
 class Publisher:
-    def __init__(self, cell_id: str, writer: DurableWriter, delivery: Delivery) -> None:
+    def __init__(self, cell_id: str, boot_id: str, writer: DurableWriter, outbox: Outbox) -> None:
         self.cell_id = cell_id
+        self.boot_id = boot_id
         self.writer = writer
-        self.delivery = delivery
+        self.outbox = outbox
         self.counts: Counter[str] = Counter()
 
     def verdict(self, result: PartResult, decision: Decision) -> Verdict:
         return Verdict(
             cell_id=self.cell_id,
+            boot_id=self.boot_id,
             seq=result.seq,
+            request_id=result.request_id,
             part_id=result.part_id,
             profile=result.profile,
+            profile_sha256=result.profile_sha256,
+            model_sha256=result.model_sha256,
             verdict=decision.outcome,
             bin=BIN_OF[decision.outcome],
-            reason=decision.reason,
+            # a fault's reason quotes device and OS messages: made one printable line that fits
+            reason=printable(decision.reason)[:TEXT_MAX],
+            scores=_wire_scores(result.scores),
             max_score=decision.max_score,
             worst_view=decision.worst_view,
-            model_sha256=result.model_sha256,
-            latency_ms=round((time.monotonic() - result.started_s) * 1e3, 3),
+            latency_ms=round(max(0.0, time.monotonic() - result.started_s) * 1e3, 3),
         )
 
     async def publish(self, result: PartResult) -> Verdict:
-        """Record, then send; a verdict that cannot be recorded goes out as RECHECK."""
+        """Record, then hand to the outbox; a verdict that cannot be recorded goes out as RECHECK."""
         verdict = self.verdict(result, result.decision)
         t0 = time.monotonic()
         durable = await self.writer.add(Record(verdict, result.scores, result.timings_ms))
@@ -146,5 +157,10 @@ class Publisher:
             latency_ms=verdict.latency_ms,
             durable=durable,
         )
-        self.delivery.spawn(verdict)
+        self.outbox.put(verdict)
         return verdict
+
+
+def _wire_scores(scores: dict[str, float]) -> dict[str, float | None]:
+    """Per-view scores as the protocol carries them: JSON has no NaN, so a non-finite one is null."""
+    return {view: (float(p) if math.isfinite(p) else None) for view, p in list(scores.items())[:MAX_SCORES]}

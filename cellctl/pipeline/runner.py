@@ -19,11 +19,11 @@ import structlog
 from cellctl.config import CellConfig, ResolvedProfile
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
-from cellctl.messages import PartRequest
+from cellctl.link.client import LinkReset, RobotLink
+from cellctl.link.protocol import Part
 from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s, home_after_fault
 from cellctl.pipeline.analyse import Inferencer, ModelKey, PartResult, analyse
 from cellctl.pipeline.publish import DurableWriter, Publisher
-from cellctl.robot_link import RobotLink
 from cellctl.state import CellState, Phase
 
 log = structlog.get_logger("cellctl.pipeline")
@@ -91,14 +91,14 @@ class Pipeline:
     # ------------------------------------------------------------------ acquisition
     async def _acquire_loop(self, queue: asyncio.Queue[Acquisition | None], stop: asyncio.Event) -> None:
         try:
-            while (request := await self._next_part(stop)) is not None:
+            while (part := await self._next_part(stop)) is not None:
                 self.state.set(Phase.BUSY)
                 try:
-                    acq = await self._take(request, stop)
+                    acq = await self._take(part, stop)
                 except Exception as exc:  # a bug before the accept record
                     # not accepted, so no verdict: the robot sees it was not taken (ready.accepted)
                     # and announces the part again
-                    log.error("part.not_taken", part_id=request.part_id, error=str(exc), exc_info=True)
+                    log.error("part.not_taken", part_id=part.part_id, error=str(exc), exc_info=True)
                     continue
                 if acq is None:
                     break  # stopped while the records refused the part: it stays in the fixture
@@ -106,9 +106,13 @@ class Pipeline:
         finally:
             await queue.put(None)  # analysis ends after the parts already queued
 
-    async def _next_part(self, stop: asyncio.Event) -> PartRequest | None:
+    async def _next_part(self, stop: asyncio.Event) -> Part | None:
         """The next part from the robot once the cell may take one, or None once ``stop`` is set.
-        A reload asked for while the cell waits is done at once: no part is in hand."""
+        A reload asked for while the cell waits is done at once: no part is in hand.
+
+        A request the link resets (link down, bridge restarted) is over: no part answering it
+        is ever taken. The cell waits until it is unblocked and offers the fixture again with
+        a new request, at once (the link decides when it is up, not a retry timer)."""
         while not stop.is_set():
             if self.state.blocked_reasons:
                 await _first(self.state.wait_unblocked(), stop.wait())
@@ -130,6 +134,9 @@ class Pipeline:
                     if stop.is_set():
                         return None
                     await self._reload_if_asked()  # the part request stays open meanwhile
+            except LinkReset as exc:
+                log.info("robot_link.request_again", why=str(exc))
+                await asyncio.sleep(0)  # a reset without a block (bridge restarted): ask again at once
             except Exception as exc:
                 log.error("robot_link.request_failed", error=str(exc), exc_info=True)
                 await _first(asyncio.sleep(LINK_RETRY_S), stop.wait())
@@ -144,18 +151,19 @@ class Pipeline:
             self.reload_requested.clear()
             await self.reload()
 
-    async def _take(self, request: PartRequest, stop: asyncio.Event) -> Acquisition | None:
-        name = request.profile or self.config.default_profile
-        seq = await self.writer.accept(self.config.cell_id, request.part_id, name, stop)
+    async def _take(self, part: Part, stop: asyncio.Event) -> Acquisition | None:
+        name = part.profile or self.config.default_profile
+        boot_id = self.link.boot_id
+        seq = await self.writer.accept(self.config.cell_id, part.part_id, name, part.request_id, boot_id, stop)
         if seq is None:
             return None
-        self.last_accepted = request.part_id
-        log.info("part.accepted", part_id=request.part_id, seq=seq, profile=name)
-        acq = Acquisition(request, name, self.profiles.get(name), seq, time.monotonic())
+        self.last_accepted = part.part_id
+        log.info("part.accepted", part_id=part.part_id, seq=seq, profile=name, request_id=part.request_id)
+        acq = Acquisition(part, name, self.profiles.get(name), seq, time.monotonic(), boot_id)
         try:
             return await self._acquire(acq)
         except Exception as exc:
-            log.error("part.error", part_id=request.part_id, seq=seq, profile=name, error=str(exc), exc_info=True)
+            log.error("part.error", part_id=part.part_id, seq=seq, profile=name, error=str(exc), exc_info=True)
             acq.fault = acq.fault or Fault.of(acq.step, exc)
             return acq
 
@@ -198,8 +206,8 @@ class Pipeline:
                     exc_info=True,
                 )
                 fault = Fault.of(Step.DECIDE, exc)
-                ids = (acq.seq, acq.request.part_id, acq.profile_name)
-                result = PartResult.not_inspected(*ids, fault, acq.started_s, acq.timings_ms)
+                ids = (acq.seq, acq.part_id, acq.profile_name)
+                result = PartResult.not_inspected(*ids, fault, acq.started_s, acq.timings_ms, request_id=acq.request_id)
             try:
                 await self.publisher.publish(result)
             except Exception as exc:  # the accept record stays: judged "interrupted" at start

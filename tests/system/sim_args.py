@@ -18,6 +18,7 @@ def sim_args(tmp_path: Path, parts: int, **kw: object) -> argparse.Namespace:
         records=tmp_path / "records.db",
         json=True,
         faults="",
+        via_bridge=False,
         log_level=None,
     )
     return argparse.Namespace(**{**base, **kw})

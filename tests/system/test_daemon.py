@@ -1,5 +1,6 @@
-"""`cellctl run` as a process: real signals, a real robot-bridge socket, records on disk, the
-serial drivers on the ptys of emulator processes.
+"""`cellctl run` as a process: real signals, a real robot-bridge socket with CURVE (the cell's
+key made by `cellctl keys generate`), records on disk, the serial drivers on the ptys of
+emulator processes.
 
 Nothing here places a part in the fixture or couples the drive to the simulated cameras, so
 the cell must say RECHECK, never PASS.
@@ -12,21 +13,37 @@ import contextlib
 import json
 import signal
 import sqlite3
+import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import serial
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
-from cellctl.messages import Ack, Bin, PartRequest, encode
+from cellctl.link.protocol import Ack, Heartbeat, Part, encode
+from cellctl.outcome import Bin
+
+BRIDGE_PUBLIC, BRIDGE_SECRET = zmq.curve_keypair()
 
 
 @pytest.fixture
 def cell_config(profiles_copy, tmp_path, emulators):
-    """The sim cell run by `cellctl run`: sim cameras, the serial drivers on emulator ptys."""
+    """The sim cell run by `cellctl run`: sim cameras, the serial drivers on emulator ptys, the
+    cell's CURVE certificate made by `cellctl keys generate`, the test bridge's key pinned."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cellctl", "keys", "generate", "cell", "--dir", str(tmp_path / "keys")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
     path = profiles_copy / "cell-sim.yaml"
     text = path.read_text()
+    text = text.replace("bridge_public_key: null", f'bridge_public_key: "{BRIDGE_PUBLIC.decode()}"')
+    text = text.replace("secret_key_file: cell.key_secret", f"secret_key_file: {tmp_path / 'keys' / 'cell.key_secret'}")
     text = text.replace("tcp://127.0.0.1:5560", f"ipc://{tmp_path / 'bridge.sock'}")
     text = text.replace("/var/lib/cellctl/records.db", str(tmp_path / "records.db"))
     text = text.replace('"sim://"', '"sim://?time_scale=0"')
@@ -38,15 +55,53 @@ def cell_config(profiles_copy, tmp_path, emulators):
     return path
 
 
+@dataclass
+class Bridge:
+    """A hand-driven bridge: CURVE server, the cell's key allowed through ZAP, heartbeats
+    answered (the cell requests no part before it hears the bridge); every other message
+    queued for the test."""
+
+    sock: zmq.asyncio.Socket
+    inbox: asyncio.Queue[tuple[bytes, dict]]
+
+    async def send(self, identity: bytes, message: Part | Ack) -> None:
+        await self.sock.send_multipart([identity, encode(message)])
+
+    def drain(self) -> None:
+        while not self.inbox.empty():
+            self.inbox.get_nowait()
+
+
 @pytest.fixture
-async def bridge(tmp_path):
+async def bridge(tmp_path, cell_config):
     ctx = zmq.asyncio.Context()
+    auth = AsyncioAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(tmp_path / "keys"))  # cell.key: the allow-list
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.curve_server = True
+    sock.curve_publickey, sock.curve_secretkey = BRIDGE_PUBLIC, BRIDGE_SECRET
     sock.bind(f"ipc://{tmp_path / 'bridge.sock'}")
-    yield sock
+    bridge = Bridge(sock, asyncio.Queue())
+    beat = encode(Heartbeat(sender="test-bridge", boot_id="tb1"))
+
+    async def serve() -> None:
+        while True:
+            identity, raw = await sock.recv_multipart()
+            message = json.loads(raw)
+            if message["type"] == "heartbeat":
+                await sock.send_multipart([identity, beat])
+            else:
+                bridge.inbox.put_nowait((identity, message))
+
+    task = asyncio.create_task(serve())
+    yield bridge
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     sock.close(linger=0)
+    auth.stop()
     ctx.term()
 
 
@@ -64,11 +119,10 @@ async def _start(cell_config, tmp_path, name):
         )
 
 
-async def _next(sock, wanted: str, timeout_s: float = 60.0) -> tuple[bytes, dict]:
+async def _next(bridge: Bridge, wanted: str, timeout_s: float = 60.0) -> tuple[bytes, dict]:
     async with asyncio.timeout(timeout_s):
         while True:
-            identity, raw = await sock.recv_multipart()
-            message = json.loads(raw)
+            identity, message = await bridge.inbox.get()
             if message["type"] == wanted:
                 return identity, message
 
@@ -122,10 +176,11 @@ async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_aft
 ):
     first = await _start(cell_config, tmp_path, "first")
     try:
-        identity, _ = await _next(bridge, "ready")
-        await bridge.send_multipart([identity, encode(PartRequest(part_id="A17-0042"))])
+        identity, ready = await _next(bridge, "ready")
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="A17-0042"))
         _, verdict = await _next(bridge, "verdict")  # not acknowledged: the robot is 'down'
         assert verdict["part_id"] == "A17-0042" and verdict["seq"] == 1
+        assert verdict["request_id"] == ready["request_id"] and verdict["boot_id"] == ready["boot_id"]
         # The drive runs in its own process, so no encoder clocks the simulated line-scan
         # camera: the strip never completes. Whatever the fault, never PASS.
         assert verdict["verdict"] == "RECHECK" and verdict["bin"] == 3
@@ -133,16 +188,15 @@ async def test_empty_fixture_is_recheck_and_unacknowledged_verdict_is_resent_aft
     finally:
         await _stop(first, tmp_path, "first")
 
-    while await bridge.poll(0):  # resends of the first run, still queued here
-        await bridge.recv_multipart()
+    bridge.drain()  # resends of the first run
     second = await _start(cell_config, tmp_path, "second")
     try:
         identity, replayed = await _next(bridge, "verdict")
-        assert replayed == verdict  # the same message, from the records
+        assert replayed == verdict  # the same message, from the records, boot id of the first run
+        ack = Ack(cell_id=verdict["cell_id"], boot_id=verdict["boot_id"], seq=1, bin=Bin.RECHECK)
         async with asyncio.timeout(10):
             while _rows(tmp_path) != [(1, "acked")]:
-                ack = Ack(cell_id=verdict["cell_id"], seq=1, bin=Bin.RECHECK)
-                await bridge.send_multipart([identity, encode(ack)])
+                await bridge.send(identity, ack)
                 await asyncio.sleep(0.2)
     finally:
         await _stop(second, tmp_path, "second")
@@ -232,26 +286,26 @@ async def test_a_part_killed_mid_inspection_is_judged_interrupted_at_the_next_st
     try:
         identity, ready = await _next(bridge, "ready")
         assert ready["accepted"] is None
-        await bridge.send_multipart([identity, encode(PartRequest(part_id="K-1"))])
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="K-1"))
         accepted = await _logged(tmp_path, "first", "part.accepted")
         assert accepted["part_id"] == "K-1" and accepted["seq"] == 1
     finally:
         first.kill()  # SIGKILL: no handler runs, the light may stay on
         await first.wait()
 
-    while await bridge.poll(0):
-        await bridge.recv_multipart()
+    bridge.drain()
     switch_light_on(emulators["gardasoft"])  # as the killed run may have left it
     second = await _start(cell_config, tmp_path, "second")
     try:
         identity, verdict = await _next(bridge, "verdict")
         assert verdict["part_id"] == "K-1" and verdict["seq"] == 1
         assert verdict["verdict"] == "RECHECK" and verdict["reason"].startswith("interrupted: ")
-        await bridge.send_multipart([identity, encode(Ack(cell_id=verdict["cell_id"], seq=1, bin=Bin.RECHECK))])
+        assert verdict["boot_id"] != ready["boot_id"]  # judged by the second run
+        await bridge.send(identity, Ack(cell_id=verdict["cell_id"], boot_id=verdict["boot_id"], seq=1, bin=Bin.RECHECK))
         _, ready = await _next(bridge, "ready")
         assert ready["accepted"] == "K-1"  # the robot may take K-1 out: the cell has it
         assert light_is_off(emulators["gardasoft"])  # switched off at start, whatever the killed run left
-        await bridge.send_multipart([identity, encode(PartRequest(part_id="K-2"))])
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="K-2"))
         _, verdict = await _next(bridge, "verdict")
         assert verdict["part_id"] == "K-2" and verdict["seq"] == 2  # never the killed part's seq
     finally:
@@ -265,7 +319,7 @@ async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(
 ):
     proc = await _start(cell_config, tmp_path, "run")
     try:
-        identity, _ = await _next(bridge, "ready")
+        identity, ready = await _next(bridge, "ready")
         profile = profiles_copy / "m8x40-hex.yaml"
         good = profile.read_text()
         profile.write_text(good.replace("threshold: 0.5", "threshold: 7"))
@@ -274,7 +328,7 @@ async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(
         assert f"{profile}:" in refused["problem"] and "decision.threshold" in refused["problem"]
         proc.send_signal(signal.SIGUSR1)  # ignored, not fatal
         await _logged(tmp_path, "run", "signal.ignored")
-        await bridge.send_multipart([identity, encode(PartRequest(part_id="H-1"))])
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="H-1"))
         _, verdict = await _next(bridge, "verdict")  # the old set still inspects
         assert verdict["part_id"] == "H-1"
         profile.write_text(good.replace("threshold: 0.5", "threshold: 0.6"))

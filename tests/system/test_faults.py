@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from cellctl.sim.faults import FAULT_NAMES, FaultNameError, FaultPlan, parse_fault_names, plan_faults
+from cellctl.sim.faults import CELL_FAULTS, FAULT_NAMES, FaultNameError, FaultPlan, parse_fault_names, plan_faults
 from cellctl.sim.run import simulate
 from tests.system.sim_args import sim_args
 
@@ -59,6 +59,7 @@ def _rows(tmp_path: Path) -> dict[str, tuple]:
 def _healthy(s: dict, parts: int) -> None:
     assert s["parts"] == parts and s["delivered"] == parts and s["lost"] == 0
     assert s["passed_uninspected"] == 0 and s["crashes"] == 0
+    assert s["wrong_part"] == 0 and s["duplicates_acted"] == 0 and s["wrong_bin"] == 0
     assert not s["interrupted"] and not s["timed_out"]
 
 
@@ -66,16 +67,18 @@ def _healthy(s: dict, parts: int) -> None:
 
 
 def test_the_plan_is_deterministic_spares_the_warm_up_and_puts_one_fault_per_part():
-    plan = plan_faults(FAULT_NAMES, 300, 4242)
-    assert plan == plan_faults(FAULT_NAMES, 300, 4242)
-    assert plan != plan_faults(FAULT_NAMES, 300, 4243)
+    plan = plan_faults(CELL_FAULTS, 300, 4242)
+    assert plan == plan_faults(CELL_FAULTS, 300, 4242)
+    assert plan != plan_faults(CELL_FAULTS, 300, 4243)
     assert min(plan.at) > 3 and max(plan.at) <= 300
-    counts = {name: list(plan.at.values()).count(name) for name in FAULT_NAMES}
+    counts = {name: list(plan.at.values()).count(name) for name in CELL_FAULTS}
     assert set(counts.values()) == {300 // 40}  # each about once per 40 parts
-    small = plan_faults(FAULT_NAMES, 17, 1)  # just room for each once
-    assert sorted(small.at) == list(range(4, 18)) and set(small.at.values()) == set(FAULT_NAMES)
+    small = plan_faults(CELL_FAULTS, 17, 1)  # just room for each once
+    assert sorted(small.at) == list(range(4, 18)) and set(small.at.values()) == set(CELL_FAULTS)
     with pytest.raises(ValueError, match="too few"):
-        plan_faults(FAULT_NAMES, 16, 1)
+        plan_faults(CELL_FAULTS, 16, 1)
+    everything = plan_faults(FAULT_NAMES, 300, 5151)  # cell and link faults together
+    assert set(everything.at.values()) == set(FAULT_NAMES)
 
 
 def test_fault_names_are_checked():
@@ -104,7 +107,8 @@ def test_cli_refuses_an_unknown_fault_in_one_line_and_too_few_parts():
 async def test_each_fault_alone_strikes_its_part_and_the_cell_carries_on(tmp_path, fault):
     s = await simulate(_args(tmp_path, PARTS), tmp_path, plan=FaultPlan({STRUCK: fault}))
     _healthy(s, PARTS)
-    assert s["faults"] == {fault: {"injected": 1, "outcomes": {"PASS": 0, "REJECT": 0, "RECHECK": 1, "lost": 0}}}
+    outcomes = {"PASS": 0, "REJECT": 0, "RECHECK": 1, "held": 0, "lost": 0}
+    assert s["faults"] == {fault: {"injected": 1, "outcomes": outcomes}}
     rows = _rows(tmp_path)
     _, _, verdict, reason = rows[STRUCK_ID]
     assert verdict == "RECHECK" and reason.startswith(EXPECTED_REASON[fault]), reason
@@ -140,7 +144,7 @@ async def test_daemon_kill_mid_part_restarts_the_daemon_and_the_part_is_rechecke
     s = await simulate(_args(tmp_path, PARTS), tmp_path, plan=FaultPlan({STRUCK: "daemon-kill"}))
     _healthy(s, PARTS)
     assert s["restarts"] == 1 and s["faults"]["daemon-kill"]["injected"] == 1
-    assert s["rejudged"] == 0  # no part judged twice
+    assert s["duplicates_acted"] == 0 and s["wrong_part"] == 0  # no part judged or sorted twice
     _, _, verdict, reason = _rows(tmp_path)[STRUCK_ID]
     assert verdict == "RECHECK" and reason.startswith("interrupted: "), reason
     rows = _rows(tmp_path)
@@ -150,13 +154,13 @@ async def test_daemon_kill_mid_part_restarts_the_daemon_and_the_part_is_rechecke
     assert sum(e["event"] == "cell.started" for e in events) == 2
 
 
-async def test_all_faults_together(tmp_path):
-    parts = 3 + 2 * len(FAULT_NAMES)  # every fault once, a clean part between two faulted ones
-    plan = FaultPlan({4 + 2 * k: name for k, name in enumerate(FAULT_NAMES)})
+async def test_all_cell_faults_together(tmp_path):
+    parts = 3 + 2 * len(CELL_FAULTS)  # every fault once, a clean part between two faulted ones
+    plan = FaultPlan({4 + 2 * k: name for k, name in enumerate(CELL_FAULTS)})
     s = await simulate(_args(tmp_path, parts), tmp_path, plan=plan)
     _healthy(s, parts)
     assert s["restarts"] == 1
-    assert {name: f["injected"] for name, f in s["faults"].items()} == dict.fromkeys(FAULT_NAMES, 1)
+    assert {name: f["injected"] for name, f in s["faults"].items()} == dict.fromkeys(CELL_FAULTS, 1)
     rows = _rows(tmp_path)
     for number, name in plan.at.items():
         _, _, verdict, reason = rows[f"P{number:05d}"]

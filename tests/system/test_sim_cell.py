@@ -111,3 +111,17 @@ async def test_the_sim_cell_drives_the_serial_drivers_on_ptys(tmp_path):
     assert ports == {str(tmp_path / "scl-drive"), str(tmp_path / "gardasoft")}
     ptys = [e["pty"] for e in logs if e["event"] in ("scl_drive.plugged", "gardasoft_emulator.plugged")]
     assert len(ptys) == 2 and all(p.startswith("/dev/pts/") for p in ptys)
+
+
+async def test_the_sim_cell_talks_curve_with_keys_made_for_the_run(tmp_path):
+    with structlog.testing.capture_logs() as logs:
+        s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path)
+    assert s["delivered"] == 2 and s["wrong_part"] == 0 and s["acks"]["acked"] == 2
+    assert s["auth_denied"] == 0 and s["handshake_failures"] == 0
+    # both ends on CURVE: the cell pinned the run's bridge key, the bridge allows the run's cell key
+    (connecting,) = [e for e in logs if e["event"] == "robot_link.connecting"]
+    assert connecting["security"] == "curve" and len(connecting["bridge_public_key"]) == 40
+    assert {e["security"] for e in logs if e["event"] == "bridge.started"} == {"curve"}
+    secret = tmp_path / "sim-cell.key_secret"  # the cell's certificate, zmq.auth format, owner-only
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert b"secret-key" in secret.read_bytes()

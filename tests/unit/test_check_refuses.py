@@ -7,6 +7,9 @@ from pathlib import Path
 
 import onnx
 import pytest
+import structlog
+import zmq
+import zmq.auth
 from onnx import TensorProto, helper
 
 from cellctl.cli import main as cli
@@ -15,18 +18,22 @@ from cellctl.drivers import DriverInitError
 from cellctl.drivers.lighting import LightingSettings, strobe_max_pct
 from cellctl.drivers.lighting.gardasoft import check_limits
 from cellctl.inference import OnnxInferencer, verify_model
-from cellctl.messages import CELL_BOUND
+from cellctl.link.protocol import Part, Refusal, Rejected, decode_cell_bound
 
 
 @pytest.fixture
 def cell(profiles_copy: Path, tmp_path: Path) -> Path:
-    """The sim cell as `cellctl run` accepts it: sim:// devices, records in tmp."""
+    """The sim cell as `cellctl run` accepts it: sim:// devices, records in tmp, the bridge's
+    key pinned and the cell's certificate (cell.key_secret) beside the config."""
     path = profiles_copy / "cell-sim.yaml"
     text = path.read_text().replace("/var/lib/cellctl/records.db", str(tmp_path / "db" / "records.db"))
     text = text.replace('"emulator://scl?steps_per_rev=20000"', '"sim://"').replace(
         '"emulator://gardasoft"', '"sim://"'
     )
+    text = text.replace("bridge_public_key: null", f'bridge_public_key: "{zmq.curve_keypair()[0].decode()}"')
     path.write_text(text)
+    _, secret = zmq.auth.create_certificates(profiles_copy, "cell")
+    Path(secret).chmod(0o600)
     preflight(path)  # the baseline passes
     return path
 
@@ -232,17 +239,96 @@ def test_profile_file_name_is_a_profile_name(cell, capsys):
     assert "profile name (the file name) bidi control U+202E" in capsys.readouterr().err
 
 
-def test_part_request_refuses_unsafe_part_ids_and_profiles():
-    ok = CELL_BOUND.validate_json(b'{"type": "part", "part_id": "P-0001", "profile": "m8x40-hex"}')
-    assert ok.part_id == "P-0001"
+def test_part_message_refuses_unsafe_part_ids_and_profiles():
+    head = b'{"v": 2, "type": "part", "request_id": "r1", '
+    ok = decode_cell_bound([head + b'"part_id": "P-0001", "profile": "m8x40-hex"}'])
+    assert isinstance(ok, Part) and ok.part_id == "P-0001"
     for bad in (
-        b'{"type": "part", "part_id": "P\\u202e1"}',
-        b'{"type": "part", "part_id": "P\\u0007"}',
-        b'{"type": "part", "part_id": "' + b"x" * 65 + b'"}',
-        b'{"type": "part", "part_id": "P1", "profile": "a\\u2066b"}',
+        b'"part_id": "P\\u202e1"}',
+        b'"part_id": "P\\u0007"}',
+        b'"part_id": "' + b"x" * 65 + b'"}',
+        b'"part_id": "P1", "profile": "a\\u2066b"}',
     ):
-        with pytest.raises(ValueError):
-            CELL_BOUND.validate_json(bad)
+        refused = decode_cell_bound([head + bad])
+        assert isinstance(refused, Rejected) and refused.reason is Refusal.MALFORMED
+
+
+def _cert(folder: Path, name: str) -> Path:
+    _, secret = zmq.auth.create_certificates(folder, name)
+    Path(secret).chmod(0o600)
+    return Path(secret)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("bridge_public_key: ", "bridge_public_key: null  #", "required with security: curve"),
+        ("bridge_public_key: ", 'bridge_public_key: "abc"  #', "40 characters, this one 3"),
+        ("bridge_public_key: ", 'bridge_public_key: "%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%"  #', "overflows"),
+        ("bridge_public_key: ", 'bridge_public_key: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa~"  #', "not Z85"),
+    ],
+    ids=["missing", "short", "overflow", "alphabet"],
+)
+def test_curve_without_a_valid_pinned_bridge_key_is_refused(cell, old, new, says):
+    line = _edit(cell, old, new)
+    _refused(cell, "robot.bridge_public_key", says, line)
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        ("missing", "does not exist (make one with `cellctl keys generate`)"),
+        ("public-only", "holds no secret key"),
+        ("garbage", "is not a ZeroMQ certificate"),
+        ("mismatched", "does not belong to the public key"),
+        ("directory", "is not a file"),
+    ],
+)
+def test_a_secret_key_file_that_is_no_usable_certificate_is_refused(cell, make, says):
+    secret = cell.parent / "cell.key_secret"
+    if make == "missing":
+        secret.unlink()
+    elif make == "public-only":
+        secret.write_text((cell.parent / "cell.key").read_text())
+    elif make == "garbage":
+        secret.write_bytes(b"\x89PNG\r\n\x1a\n" * 10)
+    elif make == "mismatched":
+        own = zmq.auth.load_certificate(secret)[1]
+        assert own is not None
+        secret.write_text(secret.read_text().replace(own.decode(), zmq.curve_keypair()[1].decode()))
+    else:
+        secret.unlink()
+        secret.mkdir()
+    line = _edit(cell, "secret_key_file: cell.key_secret", "secret_key_file: cell.key_secret")
+    _refused(cell, "robot.secret_key_file", says, line)
+
+
+def test_the_secret_key_file_is_looked_up_in_the_credentials_directory_first(cell, tmp_path, monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (cell.parent / "cell.key_secret").unlink()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    _refused(cell, "robot.secret_key_file", "does not exist")
+    _cert(credentials, "cell")
+    preflight(cell)  # LoadCredential= handed it over: found there
+
+
+def test_a_secret_key_readable_by_others_passes_with_a_warning(cell, capsys):
+    (cell.parent / "cell.key_secret").chmod(0o640)
+    with structlog.testing.capture_logs() as logs:
+        preflight(cell)
+    (warning,) = [e for e in logs if e["event"] == "robot_link.secret_key_exposed"]
+    assert warning["log_level"] == "warning" and "chmod 600" in warning["why"]
+
+
+def test_security_none_needs_no_keys_and_the_sim_cell_brings_its_own(cell):
+    (cell.parent / "cell.key_secret").unlink()
+    _edit(cell, "security: curve", "security: none")
+    preflight(cell)
+    from tests.conftest import PROFILES
+
+    # the shipped sim cell pins no key and ships no certificate: `cellctl sim` makes both per run
+    preflight(PROFILES / "cell-sim.yaml", allow_emulated=True)
 
 
 def test_run_uses_the_same_preflight(cell, tmp_path):

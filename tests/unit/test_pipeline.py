@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellctl.config import CellConfig, resolve_profile
+from cellctl.config import CellConfig, file_sha256, resolve_profile
 from cellctl.devices import CellDevices
 from cellctl.fault import Step
 from cellctl.inference import OnnxInferencer
-from cellctl.messages import Outcome, PartRequest
+from cellctl.link.protocol import Part
+from cellctl.outcome import Outcome
 from cellctl.pipeline import Acquisition, InvalidOutput, acquire, analyse, checked_scores, model_key
 from cellctl.sim.part import sample_part
 from cellctl.sim.world import WORLD_KEY, SimWorld
@@ -52,7 +53,7 @@ def _place(world: SimWorld, part_id: str, defective: bool) -> None:
 
 async def _inspect(cell, part_id="P1", defective=False, inferencer=None, model=None):
     _world, devices, executor = cell
-    acq = Acquisition(PartRequest(part_id=part_id), PROFILE.name, PROFILE, 1, 0.0)
+    acq = Acquisition(Part(request_id=f"r-{part_id}", part_id=part_id), PROFILE.name, PROFILE, 1, 0.0, "boot-1")
     acq = await acquire(devices, acq, CONFIG.timeouts)
     return acq, await analyse(acq, {model_key(PROFILE): inferencer or model}, executor, 60.0)
 
@@ -79,6 +80,8 @@ async def test_a_clean_part_is_acquired_whole_and_passes_and_the_light_is_off_af
     assert world.light_gain == 0.0
     assert result.decision.outcome is Outcome.PASS and set(result.scores) == {v.name for v in PROFILE.views}
     assert result.model_sha256 == PROFILE.profile.model.sha256
+    # what the verdict will carry: the request the part answered, the profile file judged under
+    assert result.request_id == "r-P1" and result.profile_sha256 == file_sha256(PROFILE.path)
 
 
 async def test_a_defective_part_is_rejected(cell, model):
@@ -161,7 +164,8 @@ async def test_a_model_output_that_cannot_be_trusted_is_recheck(cell, answer, ex
 async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
     world, devices, executor = cell
     _place(world, "P7", defective=False)
-    acq = await acquire(devices, Acquisition(PartRequest(part_id="P7"), PROFILE.name, PROFILE, 1, 0.0), CONFIG.timeouts)
+    acq = Acquisition(Part(request_id="r-P7", part_id="P7"), PROFILE.name, PROFILE, 1, 0.0, "boot-1")
+    acq = await acquire(devices, acq, CONFIG.timeouts)
     release = threading.Event()
 
     def stuck(n):

@@ -26,3 +26,20 @@ def test_reload_sends_sighup_and_stop_sends_sigterm():
     service = _service()
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillSignal"] == "SIGTERM"
+
+
+def test_the_cells_secret_key_comes_as_a_credential_under_the_name_the_daemon_looks_up(tmp_path):
+    from pathlib import Path
+
+    from cellctl.config import RobotLinkSettings
+    from cellctl.link.keys import secret_key_path
+
+    credential, _, source = _service()["LoadCredential"].partition(":")
+    assert Path(source).is_absolute() and Path(source).name == credential
+    default = RobotLinkSettings().secret_key_file
+    assert credential == Path(default).name
+    # with $CREDENTIALS_DIRECTORY holding that file, the daemon reads it from there
+    (tmp_path / credential).write_text("x")
+    config = tmp_path / "etc" / "cell.yaml"
+    assert secret_key_path(default, config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == tmp_path / credential
+    assert secret_key_path(default, config, {}) == tmp_path / "etc" / credential

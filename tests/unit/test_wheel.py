@@ -20,8 +20,9 @@ import pytest
 
 from tests.conftest import REPO
 
-# data files the installed daemon reads (profiles, models, model card); build logs stay out
-DATA_GLOBS = {"profiles": ["*.yaml", "models/*.onnx", "models/*.json", "models/*.md"]}
+# data files the installed daemon reads (profiles, models, model card) and the robot-side EKI
+# config example it ships; build logs stay out
+DATA_GLOBS = {"profiles": ["*.yaml", "models/*.onnx", "models/*.json", "models/*.md"], "cellctl": ["bridge/*.xml"]}
 
 
 def _package_dirs() -> dict[str, str]:

@@ -1,0 +1,63 @@
+"""What the records hold and say: the error, the ack states, the row types, a transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cellctl.drivers import CellError
+from cellctl.link.protocol import Verdict
+
+
+class RecordsError(CellError):
+    """The records database could not be read or written."""
+
+
+class AckState(StrEnum):
+    """Where a recorded verdict stands with the robot (column ``ack_state``)."""
+
+    PENDING = "pending"  # recorded, not acknowledged yet: sent and resent
+    ACKED = "acked"  # the robot acts on it
+    ACKED_LATE = "acked_late"  # acknowledged after it had expired
+    EXPIRED = "expired"  # not acknowledged within the delivery deadline: resent at reconnection and start
+    REFUSED = "refused"  # the robot answered res != 0: it keeps the part out of every bin; never resent
+
+
+UNDELIVERED = (AckState.PENDING, AckState.EXPIRED)  # what is (re)sent
+ANSWERED = (AckState.ACKED, AckState.ACKED_LATE, AckState.REFUSED)  # final: never changes again
+
+
+@dataclass(frozen=True)
+class Record:
+    verdict: Verdict
+    scores: dict[str, float]
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A part taken from the fixture and not judged yet."""
+
+    seq: int
+    part_id: str
+    profile: str
+    accepted_at: str
+    request_id: str | None  # null for parts accepted before schema 3
+    boot_id: str | None
+
+
+class transaction:  # lower case: used as a statement, `with transaction(db):`
+    """BEGIN IMMEDIATE .. COMMIT, rolled back on any error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:
+            self.db.execute("ROLLBACK")
