@@ -65,6 +65,7 @@ RECENT_REQUESTS = 64  # closed request ids remembered, to tell "already answered
 PREVIEW_CHARS = 80  # of a refused frame in the log: enough to recognise it, never a payload
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000  # back-off of libzmq's reconnects (a rogue that keeps failing the handshake)
+GREET_TRIES, GREET_RETRY_S = 50, 0.01  # the greeting after a handshake: up to 0.5 s for the pipe to attach
 HANDSHAKE_LOG_EVERY = 10  # after the first failure of a streak, one log line per this many
 HANDSHAKE_FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the peer does not hold the secret key of the pinned bridge key, "
@@ -387,13 +388,23 @@ class RobotLink:
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._failure_streak = 0
                 log.info("robot_link.connected", endpoint=self.settings.endpoint)
-                self._send_nowait(Heartbeat(sender=self.cell_id, boot_id=self.boot_id), count_drop=False)
-                if self._open is not None:
-                    self._send_ready(self._open)
+                await self._greet()
             elif kind == zmq.EVENT_DISCONNECTED:
                 log.info("robot_link.disconnected", endpoint=self.settings.endpoint)
 
     # ------------------------------------------------------------------ helpers
+    async def _greet(self) -> None:
+        """A heartbeat (and the open request's ready) right after a handshake. The monitor's
+        event can come before libzmq attaches the new pipe (IMMEDIATE: until then a send finds
+        no peer), so a refused greeting is tried again a few times rather than left to the next
+        period."""
+        for _attempt in range(GREET_TRIES):
+            if self._send_nowait(Heartbeat(sender=self.cell_id, boot_id=self.boot_id), count_drop=False):
+                if self._open is not None:
+                    self._send_ready(self._open)
+                return
+            await asyncio.sleep(GREET_RETRY_S)
+
     def _reconnect(self) -> None:
         if self._sock is None:
             return
