@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import sqlite3
+from pathlib import Path
 
 import structlog
 
@@ -47,6 +48,10 @@ async def test_sixty_parts_are_all_delivered_and_judged_within_the_model_card(tm
     overlapped = [k for k in range(1, 60) if order.index(("part.acquire", k + 1)) < order.index(("part.verdict", k))]
     assert len(overlapped) > 30
     assert all("part_id" in e and "profile" in e for e in logs if e["event"].startswith("part."))
+    # every key of the summary is explained in README's table of the JSON object
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    undocumented = [k for k in s if f"`{k}`" not in readme]
+    assert not undocumented, undocumented
 
 
 async def test_camera_timeout_gives_recheck_and_the_cell_carries_on(tmp_path):
