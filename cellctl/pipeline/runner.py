@@ -28,6 +28,7 @@ from cellctl.state import CellState, Phase
 
 log = structlog.get_logger("cellctl.pipeline")
 
+LINK_DOWN_POLL_S = 0.1  # a reset while the link is down and the cell not (yet) blocked: look again this late
 LINK_RETRY_S = 1.0  # after a failed part request (a bug or a broken socket), ask again this late
 
 
@@ -136,7 +137,9 @@ class Pipeline:
                     await self._reload_if_asked()  # the part request stays open meanwhile
             except LinkReset as exc:
                 log.info("robot_link.request_again", why=str(exc))
-                await asyncio.sleep(0)  # a reset without a block (bridge restarted): ask again at once
+                # a reset without a block (the bridge restarted, the link is up): ask again at once;
+                # a link that is down blocks the cell, and if the block is not visible yet, never spin
+                await _first(asyncio.sleep(0 if self.link.up else LINK_DOWN_POLL_S), stop.wait())
             except Exception as exc:
                 log.error("robot_link.request_failed", error=str(exc), exc_info=True)
                 await _first(asyncio.sleep(LINK_RETRY_S), stop.wait())
