@@ -102,7 +102,6 @@ class Cell:
         self.outbox = Outbox(self.link, self.records, self.state, config.robot, config.cell_id)
         self.link.on_ack = self.outbox.on_ack
         self.link.on_up = self.outbox.on_link_up
-        self.link.acks_rejected = self.outbox.acks_rejected  # one count, in both health figures
         self.writer = DurableWriter(self.records, self.state)
         self.publisher = Publisher(config.cell_id, self.boot_id, self.writer, self.outbox)
         self.loop_lag = LoopLagMonitor()

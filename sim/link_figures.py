@@ -22,19 +22,18 @@ def from_cell(cell: Any) -> dict[str, Any]:
     outbox = getattr(cell, "outbox", None)
     health = link.health() if link is not None and hasattr(link, "health") else {}
     boxed = outbox.health() if outbox is not None and hasattr(outbox, "health") else {}
-    # the outbox counts the acks it rejects (it may also fill the link's figure: never twice)
-    rejected = Counter(health.get("acks_rejected", {})) | Counter(boxed.get("acks_rejected", {}))
     return {
         "link_down_s": float(health.get("down_s_total", 0.0)),
         "handshake_failures": int(health.get("handshake_failures", 0)),
-        "acks_rejected": dict(rejected),
+        "acks_rejected": dict(boxed.get("acks_rejected", {})),  # the outbox judges the acks
     }
 
 
 def from_daemon_log(path: Path) -> dict[str, Any]:
     """The child daemon's view of its link, from its JSON log: outages (``robot_link.up`` with
     ``down_s``), handshake failures, rejected acks (``robot_link.ack_rejected`` by reason)."""
-    down_s, handshakes, rejected = 0.0, 0, Counter[str]()
+    down_s, rejected = 0.0, Counter[str]()
+    handshakes: list[int] = [0]  # per daemon process: the last cumulative count it logged
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -47,11 +46,15 @@ def from_daemon_log(path: Path) -> dict[str, Any]:
         name = event.get("event")
         if name == "robot_link.up" and isinstance(event.get("down_s"), int | float):
             down_s += float(event["down_s"])
+        elif name == "robot_link.connecting":  # a daemon process begins its link
+            handshakes.append(0)
         elif name == "robot_link.handshake_failed":
-            handshakes += 1
+            # logged once per 10 failures of a streak, each line with the process's total so far
+            failures = event.get("failures")
+            handshakes[-1] = int(failures) if isinstance(failures, int) else handshakes[-1] + 1
         elif name == "robot_link.ack_rejected":
             rejected[str(event.get("reason"))] += 1
-    return {"link_down_s": down_s, "handshake_failures": handshakes, "acks_rejected": dict(rejected)}
+    return {"link_down_s": down_s, "handshake_failures": sum(handshakes), "acks_rejected": dict(rejected)}
 
 
 def ack_states(records: Path) -> dict[str, int]:

@@ -57,6 +57,13 @@ def _monitor(sock: zmq.Socket, counts: dict[str, int]) -> zmq.Socket:
     return mon
 
 
+def _close(ctx: zmq.Context, sock: zmq.Socket, mon: zmq.Socket) -> None:
+    sock.disable_monitor()
+    mon.close(linger=0)
+    sock.close(linger=0)
+    ctx.term()
+
+
 def _drain_monitor(mon: zmq.Socket, counts: dict[str, int]) -> None:
     while mon.poll(0):
         event = recv_monitor_message(mon)
@@ -103,10 +110,7 @@ def bind(endpoint: str, seconds: float) -> dict[str, int]:
                 counts["sent"] += 1
         _drain_monitor(mon, counts)
     finally:
-        sock.disable_monitor()
-        mon.close(linger=0)
-        sock.close(linger=0)
-        ctx.term()
+        _close(ctx, sock, mon)
     return counts
 
 
@@ -147,10 +151,7 @@ def connect(endpoint: str, seconds: float, cell_id: str, wrong_keys: bool, serve
                 counts["received"] += 1
         _drain_monitor(mon, counts)
     finally:
-        sock.disable_monitor()
-        mon.close(linger=0)
-        sock.close(linger=0)
-        ctx.term()
+        _close(ctx, sock, mon)
     return counts
 
 

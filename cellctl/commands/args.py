@@ -10,6 +10,7 @@ import argparse
 import functools
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,36 @@ def non_negative_float(text: str) -> float:
     value = _number(text, float)
     if not (math.isfinite(value) and value >= 0.0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text})")
+    return value
+
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})$")
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not _HOST.match(host):
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port is not a number: {text!r}") from None
+    if not 1 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"port must be in [1, 65535] (got {port})")
+    return host.strip("[]"), port
+
+
+def zmq_endpoint(text: str) -> str:
+    if not re.match(r"^(tcp://[^\s/]+:(\d+|\*)|ipc://\S+)$", text) or len(text) > 1024:
+        raise argparse.ArgumentTypeError(f"not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH): {text!r}")
+    return text
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0.0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text})")
     return value
 
 

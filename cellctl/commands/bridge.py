@@ -12,13 +12,11 @@ start). Only light imports at module level: ``cellctl`` builds its parser from `
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cellctl.commands.args import existing_dir, existing_file, output_file
+from cellctl.commands.args import existing_dir, existing_file, host_port, output_file, positive_float, zmq_endpoint
 
 if TYPE_CHECKING:  # the parser is built from this module: the server's imports wait for main()
     from typing import Protocol
@@ -36,37 +34,6 @@ if TYPE_CHECKING:  # the parser is built from this module: the server's imports 
 
 EXIT_USAGE = 2
 EXIT_START_FAILED = 3  # as `cellctl run`: the endpoint or the robot could not be set up
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})$")
-
-
-def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) -> (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not _HOST.match(host):
-        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port is not a number: {text!r}") from None
-    if not 1 <= port <= 65_535:
-        raise argparse.ArgumentTypeError(f"port must be in [1, 65535] (got {port})")
-    return host.strip("[]"), port
-
-
-def zmq_endpoint(text: str) -> str:
-    if not re.match(r"^(tcp://[^\s/]+:(\d+|\*)|ipc://\S+)$", text) or len(text) > 1024:
-        raise argparse.ArgumentTypeError(f"not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH): {text!r}")
-    return text
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text})")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's parser is a subclass
@@ -136,7 +103,7 @@ def _build(args: argparse.Namespace) -> tuple[BridgeServer, _Robot]:
     except ImportError as exc:
         raise _Usage(f"the KUKA client cannot be loaded: {exc}") from None
     host, port = args.krc
-    robot: _Robot = KukaRobot(host, port)
+    robot: _Robot = KukaRobot(host, port, heartbeat_s=args.heartbeat_s)
     dedupe = Dedupe() if args.dedupe is None else SqliteDedupe(Path(args.dedupe))
     return BridgeServer(args.endpoint, robot, auth=auth, heartbeat_s=args.heartbeat_s, dedupe=dedupe), robot
 

@@ -38,6 +38,7 @@ class ResolvedProfile:
     profile: PartProfile
     model_path: Path
     views: tuple[ViewSpec, ...]
+    sha256: str  # of the profile file as it was loaded (a later edit takes a reload to count)
 
 
 def file_sha256(path: Path) -> str:
@@ -86,6 +87,10 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
     data = read_yaml(path)
     profile = validate(PartProfile, data, path)
     problems: list[Problem] = []
+    try:
+        sha256 = file_sha256(path)  # once per load: every verdict under this profile carries it
+    except OSError as exc:  # gone since it was read
+        raise ConfigError([Problem(str(path), 0, "", f"cannot read: {exc.strerror or exc}")]) from exc
 
     def problem(field: str, message: str) -> None:
         problems.append(Problem(str(path), line_of(data, field), field, message))
@@ -114,7 +119,7 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
             )
     if problems:
         raise ConfigError(problems)
-    return ResolvedProfile(path.stem, path, profile, model_path, view_specs(profile))
+    return ResolvedProfile(path.stem, path, profile, model_path, view_specs(profile), sha256)
 
 
 def load_cell(path: Path) -> CellConfig:

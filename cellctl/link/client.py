@@ -113,7 +113,6 @@ class RobotLink:
         self.bridge_boot_id: str | None = None
         self.refused: Counter[str] = Counter()  # what the cell refused, by reason
         self.refused_by_bridge: Counter[str] = Counter()
-        self.acks_rejected: Counter[str] = Counter()  # filled by the outbox
         self.handshake_failures = 0
         self.dropped: Counter[str] = Counter()  # sends dropped at the high-water mark, by message type
         self._ctx: zmq.asyncio.Context | None = None
@@ -205,7 +204,6 @@ class RobotLink:
             "down_s_total": round(down_s, 3),
             "refused": dict(self.refused),
             "refused_by_bridge": dict(self.refused_by_bridge),
-            "acks_rejected": dict(self.acks_rejected),
             "handshake_failures": self.handshake_failures,
             "dropped_sends": sum(self.dropped.values()),
             "dropped_by_type": dict(self.dropped),

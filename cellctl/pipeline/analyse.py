@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from cellctl.config import ResolvedProfile, file_sha256
+from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, decide
 from cellctl.fault import Fault, Step
 from cellctl.pipeline.acquire import Acquisition
@@ -166,16 +166,5 @@ async def analyse(
         timings_ms=acq.timings_ms,
         model_sha256=inferencer.sha256 if inferencer is not None else None,
         request_id=acq.request_id,
-        profile_sha256=await profile_sha256(rp),
+        profile_sha256=rp.sha256 if rp is not None else None,
     )
-
-
-async def profile_sha256(rp: ResolvedProfile | None) -> str | None:
-    """sha256 of the profile file (off the loop; cached per file version), None if unreadable."""
-    if rp is None:
-        return None
-    try:
-        return await asyncio.to_thread(file_sha256, rp.path)
-    except OSError as exc:
-        log.warning("profile.unhashable", profile=rp.name, error=str(exc))
-        return None
