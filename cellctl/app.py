@@ -33,13 +33,13 @@ from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profil
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
+from cellctl.inspection import Model
 from cellctl.link.client import RobotLink
 from cellctl.link.keys import LinkKeys, load_link_keys
 from cellctl.loop_lag import LoopLagMonitor
 from cellctl.outbox import DRAIN_S, Outbox
 from cellctl.pipeline import (
     DurableWriter,
-    Inferencer,
     ModelKey,
     PartResult,
     Pipeline,
@@ -71,7 +71,7 @@ def stop_budget_s(config: CellConfig, profiles: dict[str, ResolvedProfile]) -> f
 class CellHooks:
     """Seams for the simulator's fault injection; production passes none."""
 
-    wrap_inferencer: Callable[[Inferencer], Inferencer] | None = None
+    wrap_inferencer: Callable[[Model], Model] | None = None
     records_opened: Callable[[Records], None] | None = None
 
 
@@ -105,7 +105,7 @@ class Cell:
         self.writer = DurableWriter(self.records, self.state)
         self.publisher = Publisher(config.cell_id, self.boot_id, self.writer, self.outbox)
         self.loop_lag = LoopLagMonitor()
-        self.inferencers: dict[ModelKey, Inferencer] = {}
+        self.inferencers: dict[ModelKey, Model] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.pipeline = Pipeline(
             config,
@@ -191,6 +191,9 @@ class Cell:
             "records_backlog": len(self.writer.backlog),
             "loop_lag_ms": self.loop_lag.summary(),
             "verdicts": self.counts,
+            # since start: views and parts out of distribution, parts RECHECK for a part not
+            # located or too little surface covered (cellctl.pipeline.publish.guard_findings)
+            "guard": dict(self.publisher.guard),
         }
 
     # ------------------------------------------------------------------ steps
@@ -207,7 +210,7 @@ class Cell:
                 self.config.inference_threads,
                 input_size_px=rp.profile.preprocess.input_size_px,
             )
-            model: Inferencer = await loop.run_in_executor(self._executor, load)
+            model: Model = await loop.run_in_executor(self._executor, load)
             if self.hooks.wrap_inferencer is not None:
                 model = self.hooks.wrap_inferencer(model)
             self.inferencers[model_key(rp)] = model

@@ -28,6 +28,7 @@ from cellctl.commands.args import (
     positive_int,
 )
 from cellctl.commands.bridge import add_parser as add_bridge_parser
+from cellctl.commands.guard import add_parser as add_guard_parser
 from cellctl.logs import configure
 
 # command -> "module:function(args) -> exit code"; imported only when used
@@ -39,8 +40,10 @@ COMMANDS = {
     "quantize": "cellctl.commands.quantize:main",
     "devices": "cellctl.commands.devices:main",
     "bench": "cellctl.commands.bench:main",
+    "pod": "cellctl.sim.pod:main",
     "bridge": "cellctl.commands.bridge:main",
     "keys": "cellctl.commands.keys:main",
+    "guard": "cellctl.commands.guard:main",
 }
 
 
@@ -82,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", default=None, help="part profile name (default: the config's default_profile)")
     p.add_argument(
+        "--conditions",
+        choices=["seed", "plant"],
+        default=None,
+        help="simulator preset (sim/conditions.py): seed, what the shipped student was trained on "
+        "(the default), or plant: grain, edge build-up, faint indications, pose, blur, glare, dimming",
+    )
+    p.add_argument(
         "--time-scale",
         type=non_negative_float,
         default=0.0,
@@ -109,18 +119,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=output_dir,
         default=None,
         metavar="DIR",
-        help="instead of running the cell, write labelled renders of --parts parts to DIR "
-        "(DIR/head/{good,defect}, DIR/shank/{good,defect}) for cellctl eval / quantize",
+        help="instead of running the cell, write labelled renders of --parts parts to DIR in both layouts "
+        "of cellctl eval: per image (DIR/head/{good,defect}, DIR/shank/{good,defect}) and per part "
+        "(DIR/parts/{good,defect}/<part_id>/head<angle>.png, strip.png)",
     )
 
-    p = sub.add_parser("eval", help="score the decision path on a folder of labelled images")
-    p.add_argument("dir", type=existing_dir, metavar="DIR")
+    p = sub.add_parser(
+        "eval",
+        help="run the daemon's decision path (locate, tile, guard, decide) on labelled images: "
+        "PASS / REJECT / RECHECK against the truth",
+    )
+    p.add_argument(
+        "dir",
+        type=existing_dir,
+        metavar="DIR",
+        help="labelled images: DIR/{head,shank}/{good,defect}/*.png, one outcome per image; with --parts "
+        "DIR/parts/{good,defect}/<part_id>/{head<angle>.png...,strip.png}, one outcome per part",
+    )
     p.add_argument("--profile", required=True, help="profile name or YAML path")
     p.add_argument(
         "--config", type=existing_file, default=None, help="cell config whose profiles_dir holds the profile"
     )
     p.add_argument("--model", type=existing_file, default=None, help="score this ONNX file instead of the profile's")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--parts",
+        action="store_true",
+        help="judge whole parts (every head frame of the profile's head positions and the strip) as the daemon does",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (figures, unreadable files, every item's views)"
+    )
 
     p = sub.add_parser("quantize", help="INT8 static post-training quantization of an ONNX student")
     p.add_argument("model", type=existing_file, help="FP32 ONNX file")
@@ -135,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="profile whose preprocessing the model expects")
     p.add_argument("--config", type=existing_file, default=None)
     p.add_argument("--max-images", type=positive_int, default=200, help="calibration images, >= 1 (default 200)")
+    p = sub.add_parser(
+        "pod",
+        help="probability of detection (MIL-HDBK-1823A): inject graded indications into simulated good parts, "
+        "judge them on the decision path, fit a50/a90/a90-95 per view kind, and the false-call rate",
+    )
+    p.add_argument("--profile", required=True, help="profile name or YAML path")
+    p.add_argument(
+        "--config", type=existing_file, default=None, help="cell config whose profiles_dir holds the profile"
+    )
+    p.add_argument("--parts", type=positive_int, default=80, help="good parts, >= 1: injections per sweep (default 80)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="simulator seed, >= 0 (default 1)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--plot", type=output_file, default=None, metavar="FILE.png", help="write the POD curves here")
     p = sub.add_parser("devices", help="list the cameras and serial devices the cell config can reach")
     p.add_argument("--config", type=existing_file, default=None, help="cell config (default: the embedded sim cell)")
     p.add_argument("--cti", type=existing_file, default=None, help="list the cameras of this GenTL producer instead")
@@ -147,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=positive_int, default=50, help="timed rounds, >= 1 (default 50)")
     add_bridge_parser(sub)
+    add_guard_parser(sub)
     p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")

@@ -1,7 +1,7 @@
-"""Part verdict from per-view scores: PASS only when everything was inspected and clean.
+"""Part verdict from the evidence of its views: PASS only when everything was seen and clean.
 
-The one place that turns evidence into PASS / REJECT / RECHECK; the daemon and ``cellctl
-eval`` both decide here.
+The one place that turns evidence into PASS / REJECT / RECHECK; the daemon, ``cellctl eval``
+and ``cellctl pod`` all decide here (through ``cellctl.inspection``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,23 @@ from dataclasses import dataclass
 from cellctl.fault import Fault
 from cellctl.outcome import Outcome
 
+MAX_REASONS = 3  # problems named in a reason; the rest are counted
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    """One model input of a part and what became of it."""
+
+    name: str  # "head@90", "head@90#1", "shank[r0,c1]"
+    kind: str  # "head" | "shank"
+    score: float | None  # defect probability; None if the model never ran on it
+    ood: float | None  # out-of-distribution distance; None if not measured
+    problem: str | None  # why the view cannot be trusted (guard); None: it can
+
+    @property
+    def trusted(self) -> bool:
+        return self.problem is None and self.score is not None and math.isfinite(self.score)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -23,22 +40,38 @@ class Decision:
 
 
 def decide(
-    view_names: Sequence[str], scores: Sequence[float] | None, threshold: float, fault: Fault | None
+    views: Sequence[ViewResult],
+    threshold: float,
+    fault: Fault | None = None,
+    problems: Sequence[str] = (),
 ) -> Decision:
-    """REJECT if any finite score reaches the threshold (a defect seen is a defect, whatever
-    else failed); otherwise RECHECK on a fault, a missing or non-finite score; else PASS."""
-    if scores is None:
-        return Decision(Outcome.RECHECK, fault.reason if fault else "no scores", None, None)
-    finite = [(s, v) for s, v in zip(scores, view_names, strict=False) if math.isfinite(s)]
+    """REJECT if a trusted view scores at or above the threshold (a defect seen is a defect,
+    whatever else failed); else RECHECK on a fault, a part-level problem (not located, not
+    covered), a view the guard does not trust, or a missing score; else PASS.
+
+    A view the guard does not trust (invariants broken, out of the model's distribution)
+    decides nothing either way: a glare spot the model calls a crack is no defect seen, so
+    the part goes to a person (RECHECK), not to the reject bin. The guard is fitted on good and
+    defective training views alike, so an indication is not out of distribution by itself.
+    """
+    finite = [(v.score, v.name) for v in views if v.score is not None and math.isfinite(v.score)]
     worst = max(finite, default=None)
     max_score, worst_view = (worst[0], worst[1]) if worst else (None, None)
-    if worst is not None and worst[0] >= threshold:
-        return Decision(Outcome.REJECT, f"defect in {worst[1]} (p={worst[0]:.3f})", max_score, worst_view)
+    defects = [(v.score, v.name) for v in views if v.trusted and v.score is not None and v.score >= threshold]
+    if defects:
+        score, name = max(defects)
+        return Decision(Outcome.REJECT, f"defect in {name} (p={score:.3f})", max_score, worst_view)
     if fault is not None:
         return Decision(Outcome.RECHECK, fault.reason, max_score, worst_view)
-    if len(scores) != len(view_names) or not view_names:
-        return Decision(Outcome.RECHECK, f"{len(scores)} scores for {len(view_names)} views", max_score, worst_view)
-    bad = [v for s, v in zip(scores, view_names, strict=True) if not math.isfinite(s)]
-    if bad:
-        return Decision(Outcome.RECHECK, f"non-finite score in {', '.join(bad)}", max_score, worst_view)
-    return Decision(Outcome.PASS, "all views clean", max_score, worst_view)
+    untrusted = [
+        f"{v.name}: {v.problem or ('no score' if v.score is None else 'non-finite score')}"
+        for v in views
+        if not v.trusted
+    ]
+    reasons = [*problems, *untrusted]
+    if reasons:
+        more = f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else ""
+        return Decision(Outcome.RECHECK, "; ".join(reasons[:MAX_REASONS]) + more, max_score, worst_view)
+    if not views:
+        return Decision(Outcome.RECHECK, "no views", None, None)
+    return Decision(Outcome.PASS, f"all {len(views)} views clean", max_score, worst_view)

@@ -1,4 +1,10 @@
-"""The INT8 student on onnxruntime, loaded once per model file and checked by sha256."""
+"""The INT8 student on onnxruntime, loaded once per model file and checked by sha256.
+
+A model the daemon runs gives two numbers per view: ``defect_prob`` and ``ood_score``, the
+out-of-distribution guard that ships in the model file with its threshold in the model's
+metadata (cellctl.ood; added by `cellctl guard`). A model without a usable guard is refused
+at load: none of its views could be trusted, so no part could pass.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,24 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cellctl import ood
 from cellctl.drivers import DriverInitError
 
 INPUT = "image"
 OUTPUT = "defect_prob"
+OOD_OUTPUT = ood.OUTPUT
 FLOAT = "tensor(float)"
+NO_GUARD = (
+    f"no output {OOD_OUTPUT!r}: the model has no out-of-distribution guard; add one with "
+    "`cellctl guard MODEL OUT --fit DIR --holdout DIR --profile NAME`"
+)
 
 
 def interface_problems(session: Any, input_size_px: int | None) -> list[str]:
     """What differs between a session's inputs/outputs and what the daemon feeds and reads:
-    one input ``image`` float32 [N, 3, S, S] (S = the profile's input_size_px, N free) and an
-    output ``defect_prob`` float32 [N]. A dimension given as a name is dynamic and accepted."""
+    one input ``image`` float32 [N, 3, S, S] (S = the profile's input_size_px, N free), the
+    outputs ``defect_prob`` and ``ood_score`` float32 [N], and the guard's threshold in the
+    model's metadata. A dimension given as a name is dynamic and accepted."""
     problems: list[str] = []
     inputs = session.get_inputs()
     if [i.name for i in inputs] != [INPUT]:
@@ -36,11 +49,29 @@ def interface_problems(session: Any, input_size_px: int | None) -> list[str]:
     if out is None:
         problems.append(f"no output {OUTPUT!r} (outputs: {list(outputs)})")
     else:
-        if out.type != FLOAT:
-            problems.append(f"output {OUTPUT!r} is {out.type}, expected {FLOAT} (float32)")
-        if not _shape_fits(out.shape, [None]):
-            problems.append(f"output {OUTPUT!r} has shape {out.shape}, expected [N] (one probability per view)")
+        problems += _per_view_problems(out, "one probability per view")
+    guard = outputs.get(OOD_OUTPUT)
+    if guard is None:
+        problems.append(NO_GUARD)
+    else:
+        problems += _per_view_problems(guard, "one out-of-distribution score per view")
+        threshold = ood.threshold_problem(_metadata(session))
+        if threshold is not None:
+            problems.append(threshold)
     return problems
+
+
+def _per_view_problems(out: Any, what: str) -> list[str]:
+    problems = []
+    if out.type != FLOAT:
+        problems.append(f"output {out.name!r} is {out.type}, expected {FLOAT} (float32)")
+    if not _shape_fits(out.shape, [None]):
+        problems.append(f"output {out.name!r} has shape {out.shape}, expected [N] ({what})")
+    return problems
+
+
+def _metadata(session: Any) -> dict[str, str]:
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def _shape_fits(shape: Any, wanted: list[int | None]) -> bool:
@@ -64,8 +95,8 @@ def verify_model(path: Path, input_size_px: int | None) -> list[str]:
 
 
 class OnnxInferencer:
-    """Runs a model whose input ``image`` is N x 3 x S x S float32 and whose output
-    ``defect_prob`` is N.
+    """Runs a model whose input ``image`` is N x 3 x S x S float32 and whose outputs
+    ``defect_prob`` and ``ood_score`` are N each.
 
     Blocking: call it from an executor thread, never on the event loop.
     """
@@ -92,7 +123,12 @@ class OnnxInferencer:
         if problems:
             raise DriverInitError(f"model {path}: {'; '.join(problems)}; refusing to run it")
         self._input = INPUT
+        # checked finite and > 0 by interface_problems; None only in the Protocol's terms
+        # (a model without a guard), which this class refuses to load
+        self.ood_threshold: float | None = float(_metadata(self._session)[ood.THRESHOLD])
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        (probs,) = self._session.run([OUTPUT], {self._input: batch})
-        return np.asarray(probs, dtype=np.float64).reshape(len(batch))
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(defect_prob (N,), ood_score (N,)) as float64 for an N x 3 x S x S float32 batch."""
+        probs, scores = self._session.run([OUTPUT, OOD_OUTPUT], {self._input: batch})
+        n = len(batch)
+        return np.asarray(probs, dtype=np.float64).reshape(n), np.asarray(scores, dtype=np.float64).reshape(n)

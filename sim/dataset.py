@@ -1,4 +1,13 @@
-"""Labelled model inputs rendered by the simulator, through the daemon's own preprocessing."""
+"""Labelled model inputs rendered by the simulator, tiled by the daemon's own code.
+
+Each part is shot as the cameras shoot it (cellctl.sim.export.shoot), located and tiled by
+cellctl.inspection.image_tiles exactly as the daemon tiles it, and each tile is labelled by
+sim/truth.py from the drawn indication paths: True when a relevant indication (at or above the
+profile's minimum length and contrast) lies clearly inside it, False when no indication is
+drawn there, None (left out) when only a sub-threshold or a clipped one is: a label must be
+unambiguous. A view the daemon would not tile (part not located) gives no tiles, as it gives
+the daemon nothing to score.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +17,59 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellctl.config import ResolvedProfile
-from cellctl.sim.part import SimPart, sample_part
-from cellctl.sim.scene import Renderer, StripRender
-from cellctl.sim.sensor import encode
-from cellctl.sim.truth import view_labels
-from cellctl.vision import prepare_batch
+from cellctl.config import ResolvedProfile, ViewSpec
+from cellctl.inspection import Frame, image_tiles, model_inputs
+from cellctl.sim.export import Shots, sample_parts, shoot
+from cellctl.sim.scene import Renderer
+from cellctl.sim.truth import head_relevant, strip_relevant, tile_label
 
 
 @dataclass(frozen=True)
-class PartRender:
-    part: SimPart
-    head_frames: list[tuple[np.ndarray, str]]  # as the frame camera delivers them
-    strip_frame: tuple[np.ndarray, str]  # as the line-scan camera delivers it
-    strip: StripRender
+class LabelledTiles:
+    kind: str  # "head" | "shank"
+    tiles: list[ViewSpec]
     labels: list[bool | None]
+    batch: np.ndarray  # the model inputs of ``tiles``
 
 
-def render_part(renderer: Renderer, rp: ResolvedProfile, part: SimPart) -> PartRender:
-    p = rp.profile
-    heads = [renderer.head_view(part, a) for a in p.head_positions_deg]
-    strip = renderer.strip(part, p.line_scan.lines_per_revolution, p.line_scan.line_width_px)
-    head_frames = [(encode(h.image, p.frame_camera.pixel_format), p.frame_camera.pixel_format) for h in heads]
-    strip_frame = (encode(strip.image, p.line_scan.pixel_format), p.line_scan.pixel_format)
-    return PartRender(part, head_frames, strip_frame, strip, view_labels(part, p, strip, rp.views))
+def labelled_tiles(shots: Shots, rp: ResolvedProfile) -> Iterator[LabelledTiles]:
+    """Every head frame's and the strip's tiles with their labels."""
+    ins = rp.profile.inspection
+    lo_len, lo_con = ins.min_indication_length_mm, ins.min_indication_contrast
+    for render, (data, fmt) in zip(shots.head_renders, shots.heads, strict=True):
+        frame = Frame(data, fmt)
+        tiles, _ = image_tiles(frame, "head", rp)
+        mask = head_relevant(shots.part, render, lo_len, lo_con)
+        labels = [tile_label(render.paths, mask, t.x_px, t.y_px, t.width_px, t.height_px) for t in tiles]
+        yield LabelledTiles("head", tiles, labels, model_inputs(frame, tiles, rp))
+    frame = Frame(*shots.strip)
+    tiles, _ = image_tiles(frame, "shank", rp)
+    render = shots.strip_render
+    mask = strip_relevant(shots.part, render, lo_len, lo_con)
+    rows = render.image.shape[0]
+    labels = [tile_label(render.points, mask, t.x_px, t.y_px, t.width_px, t.height_px, wrap_rows=rows) for t in tiles]
+    yield LabelledTiles("shank", tiles, labels, model_inputs(frame, tiles, rp))
 
 
-def iter_parts(rp: ResolvedProfile, seed: int, count: int, defect_rate: float) -> Iterator[PartRender]:
-    renderer = Renderer(seed)
-    rng = np.random.default_rng([seed, 1])
-    for i in range(count):
-        part = sample_part(rng, rp.profile.geometry, f"{rp.name}-{seed}-{i:05d}", rng.random() < defect_rate)
-        yield render_part(renderer, rp, part)
-
-
-def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray, np.ndarray]:
+def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rp, seed, count, defect_rate = args
-    xs, ys = [], []
-    for r in iter_parts(rp, seed, count, defect_rate):
-        batch = prepare_batch(r.head_frames, r.strip_frame, rp.views, rp.profile.preprocess).batch
-        for x, y in zip(batch, r.labels, strict=True):
-            if y is not None:  # ambiguous crops teach nothing reliable
-                xs.append(x)
-                ys.append(float(y))
-    return np.stack(xs), np.asarray(ys, np.float32)
+    renderer = Renderer(seed)
+    xs, ys, kinds = [], [], []
+    for part in sample_parts(rp, seed, count, defect_rate):
+        shots = shoot(renderer, rp, part)
+        for lt in labelled_tiles(shots, rp):
+            keep = [i for i, y in enumerate(lt.labels) if y is not None]  # ambiguous tiles teach nothing
+            xs += [lt.batch[i] for i in keep]
+            ys += [float(bool(lt.labels[i])) for i in keep]
+            kinds += [lt.kind == "head"] * len(keep)
+    return np.stack(xs), np.asarray(ys, np.float32), np.asarray(kinds, bool)
 
 
 def build_tensors(
     profiles: list[ResolvedProfile], seed: int, parts_per_profile: int, defect_rate: float, workers: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3, S, S) inputs and (N,) labels, rendered in ``workers`` processes, deterministic."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 3, S, S) inputs, (N,) labels and (N,) is-head flags, rendered in ``workers``
+    processes, deterministic for a seed."""
     chunk = 25
     jobs = [
         (rp, seed * 100_003 + k * 1_009 + j, min(chunk, parts_per_profile - j * chunk), defect_rate)
@@ -66,4 +78,8 @@ def build_tensors(
     ]
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_tensors, jobs))
-    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+    return (
+        np.concatenate([r[0] for r in results]),
+        np.concatenate([r[1] for r in results]),
+        np.concatenate([r[2] for r in results]),
+    )

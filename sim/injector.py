@@ -116,14 +116,14 @@ class FaultyInferencer:
     def __getattr__(self, name: str) -> Any:  # sha256, path, ... of the real one
         return getattr(self._inner, name)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         fault = self._injector.at_inference()
         if fault == "model-error":
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected fault (model-error)")
-        out: np.ndarray = self._inner.infer(batch)
+        probs, ood = self._inner.infer(batch)
         if fault == "model-nan":
-            return np.full_like(out, np.nan, dtype=np.float32)
-        return out
+            return np.full_like(probs, np.nan, dtype=np.float32), ood
+        return probs, ood
 
 
 class FaultInjector:

@@ -39,6 +39,7 @@ import structlog
 from cellctl.bridge.robot import Placed, RobotSide, SortResult
 from cellctl.config import SimGeometry
 from cellctl.link.protocol import Ready, Refused, Verdict
+from cellctl.sim.conditions import DEFAULT, Conditions
 from cellctl.sim.faults import CELL_FAULTS, FaultPlan
 from cellctl.sim.part import SimPart, sample_part
 from cellctl.sim.world import SimClock
@@ -85,8 +86,10 @@ class SimRobot:
         *,
         plan: FaultPlan | None = None,
         other_profile: str | None = None,
+        conditions: Conditions = DEFAULT,
     ) -> None:
         self._cell = cell
+        self._conditions = conditions
         self._clock = clock
         self._geometry = geometry
         self._profile = profile
@@ -214,7 +217,8 @@ class SimRobot:
             return None  # input bin empty: the request stays open
         number = len(self.fed) + 1
         part_id = f"P{number:05d}"
-        part = sample_part(self._rng, self._geometry, part_id, bool(self._rng.random() < self._defect_rate))
+        defective = bool(self._rng.random() < self._defect_rate)
+        part = sample_part(self._rng, self._geometry, part_id, defective, conditions=self._conditions)
         fault = self._plan.fault_for(number)
         if fault is not None or self._isolating:
             await self._quiet()  # a faulted part is alone in the cell

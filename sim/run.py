@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ from cellctl.bridge.robot import RobotSide
 from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem
 from cellctl.logs import configure
+from cellctl.outcome import Outcome
+from cellctl.pipeline.publish import guard_findings
 from cellctl.sim import link_figures
 from cellctl.sim.bridge import SimBridge
+from cellctl.sim.conditions import DEFAULT, PRESETS
 from cellctl.sim.daemon import sim_cell
 from cellctl.sim.emulated import serve_emulated
 from cellctl.sim.faults import (
@@ -90,6 +94,25 @@ def fault_figures(robot: SimRobot, records: Path) -> tuple[int, dict[str, Any]]:
             continue  # the write that failed was not this verdict's: it is on record
         uninspected += 1
     return uninspected, per_fault
+
+
+def guard_figures(records: Path) -> dict[str, int | None]:
+    """``out_of_distribution_parts`` and ``not_located_parts`` as the records' evidence tells
+    them (the daemon's own count, ``guard_findings``, whether it ran here or as a child); None
+    if the records cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{records}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT verdict, evidence FROM inspections").fetchall()
+    except sqlite3.Error:
+        return {"out_of_distribution_parts": None, "not_located_parts": None}
+    found = Counter[str]()
+    for outcome, evidence in rows:
+        try:
+            value, verdict = json.loads(evidence), Outcome(outcome)
+        except (TypeError, ValueError):
+            continue  # nothing readable to count
+        found.update(guard_findings(value if isinstance(value, dict) else {}, verdict))
+    return {"out_of_distribution_parts": found["ood_parts"], "not_located_parts": found["not_located"]}
 
 
 def summarize(robot: SimRobot, elapsed_s: float, meta: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +307,7 @@ async def simulate(
         "profile": profile,
         "seed": args.seed,
         "defect_rate": args.defect_rate,
+        "conditions": getattr(args, "conditions", None) or DEFAULT.name,
         "time_scale": args.time_scale,
         "records": str(args.records) if args.records else None,
         "faults_requested": list(plan.names),
@@ -304,6 +328,7 @@ async def simulate(
                 args.seed,
                 plan=plan,
                 other_profile=others[0] if others else None,
+                conditions=PRESETS[args.conditions] if getattr(args, "conditions", None) else DEFAULT,
             )
             bridge = await _start_bridge(
                 stack, endpoint, robot, via_bridge, cell_cfg.cell_id, (bridge_public, bridge_secret, cell_public), args
@@ -376,6 +401,7 @@ async def simulate(
         interrupted.append(True)  # the cell's own signal handler stopped it
     uninspected, per_fault = fault_figures(robot, records)
     meta.update(passed_uninspected=uninspected, faults=per_fault, interrupted=bool(interrupted), timed_out=timed_out)
+    meta.update(guard_figures(records))
     meta.update(link_figures.link_summary(robot, bridge, bridge_health, cell_view, records))
     return summarize(robot, elapsed, meta)
 

@@ -43,6 +43,13 @@ def fraction(text: str) -> float:
     return value
 
 
+def open_fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0.0 < value < 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (got {text})")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = _number(text, float)
     if not (math.isfinite(value) and value >= 0.0):

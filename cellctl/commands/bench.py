@@ -20,6 +20,7 @@ from cellctl.config import ConfigError, file_sha256
 from cellctl.drivers import DriverInitError
 from cellctl.inference import OnnxInferencer
 from cellctl.machine import describe
+from cellctl.vision.tiles import nominal_tile_count
 
 
 def _stats(samples_s: list[float]) -> dict[str, float]:
@@ -85,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         )
     size = rp.profile.preprocess.input_size_px
     try:
-        result = bench(models, len(rp.views), size, args.rounds, cell.inference_threads)
+        result = bench(models, nominal_tile_count(rp.profile), size, args.rounds, cell.inference_threads)
     except (DriverInitError, OSError) as exc:  # a model that cannot run: the comparison fails loudly
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from cellctl.commands.common import find_profile, report
 from cellctl.config import ConfigError, ResolvedProfile, file_sha256
-from cellctl.evaluation import view_batch
+from cellctl.inspection import Frame, image_tiles, model_inputs
+from cellctl.ood.graph import remove_guard
 from cellctl.vision.images import labelled_images, read_camera_image
 
 
@@ -36,8 +37,9 @@ class ViewReader(CalibrationDataReader):
     def get_next(self) -> dict[str, np.ndarray] | None:
         while not self._pending and self._items:
             path, kind, _ = self._items.pop(0)
-            data, fmt = read_camera_image(path, kind, self._rp.profile)
-            self._pending = list(view_batch(self._rp, data, fmt, kind))
+            frame = Frame(*read_camera_image(path, kind, self._rp.profile))
+            tiles, _ = image_tiles(frame, kind, self._rp)  # the tiles the daemon would score
+            self._pending = list(model_inputs(frame, tiles, self._rp))
         if not self._pending:
             return None
         return {self._input: self._pending.pop(0)[None]}
@@ -46,8 +48,12 @@ class ViewReader(CalibrationDataReader):
 def quantize(rp: ResolvedProfile, fp32: Path, out: Path, calibration: Path, max_images: int) -> str:
     import onnx
 
-    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    model = onnx.load(str(fp32))
+    input_name = model.graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
+        if remove_guard(model):  # the guard's whitening must stay float: `cellctl guard` refits it on the INT8 features
+            fp32 = Path(tmp) / "unguarded.onnx"
+            onnx.save(model, str(fp32))
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
@@ -112,5 +118,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:  # no calibration images, unreadable files, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} (sha256 {sha}); put this sha256 in the profile's model.sha256")
+    print(
+        f"wrote {args.output} (sha256 {sha}); add its out-of-distribution guard with `cellctl guard`, "
+        "then put the guarded model's sha256 in the profile's model.sha256"
+    )
     return 0

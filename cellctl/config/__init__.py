@@ -3,18 +3,28 @@
 from cellctl.config.cell import CellConfig, Devices, RobotLink, RobotLinkSettings, Storage, Timeouts
 from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
 from cellctl.config.preflight import emulated_devices, preflight, records_problem, verify_models
-from cellctl.config.profile import PartProfile, PreprocessSettings, Roi, SimGeometry, Tiling
+from cellctl.config.profile import (
+    FixtureSettings,
+    GuardSettings,
+    InspectionSettings,
+    OpticsSettings,
+    PartProfile,
+    PreprocessSettings,
+    ShankTile,
+    SimGeometry,
+)
 from cellctl.config.resolve import (
+    MIN_INDICATION_MODEL_PX,
     ResolvedProfile,
     ViewSpec,
     cell_relative,
     document_kind,
     file_sha256,
+    indication_px,
     is_profile_file,
     load_cell,
     load_profiles,
     resolve_profile,
-    view_specs,
 )
 
 __all__ = [
@@ -25,10 +35,13 @@ __all__ = [
     "PreprocessSettings",
     "RobotLink",
     "RobotLinkSettings",
-    "Roi",
+    "FixtureSettings",
+    "GuardSettings",
+    "InspectionSettings",
+    "OpticsSettings",
+    "ShankTile",
     "SimGeometry",
     "Storage",
-    "Tiling",
     "Timeouts",
     # loading
     "ConfigError",
@@ -38,6 +51,7 @@ __all__ = [
     "read_yaml",
     "validate",
     # resolving
+    "MIN_INDICATION_MODEL_PX",
     "ResolvedProfile",
     "ViewSpec",
     "cell_relative",
@@ -46,8 +60,8 @@ __all__ = [
     "is_profile_file",
     "load_cell",
     "load_profiles",
+    "indication_px",
     "resolve_profile",
-    "view_specs",
     # preflight: what `run` would refuse, found first
     "emulated_devices",
     "preflight",

@@ -16,20 +16,11 @@ from cellctl.text import SafeName, SafePath, SafeText
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
-class Roi(SettingsModel):
-    """Region of interest in the pixels the camera delivers."""
+class ShankTile(SettingsModel):
+    """Size of one line-scan tile: columns along the shank axis, rows around the revolution."""
 
-    x_px: int = Field(ge=0, description="left column")
-    y_px: int = Field(ge=0, description="top row")
-    width_px: int = Field(ge=16, description="columns")
-    height_px: int = Field(ge=16, description="rows")
-
-
-class Tiling(SettingsModel):
-    """Split of the line-scan region into tiles, each one model input."""
-
-    rows: int = Field(default=1, ge=1, le=16, description="tiles along the revolution")
-    cols: int = Field(default=1, ge=1, le=16, description="tiles along the shank axis")
+    axis: int = Field(ge=32, le=2048, description="columns along the shank axis")
+    around: int = Field(ge=32, le=8192, description="strip rows (encoder lines) around the part")
 
 
 class PreprocessSettings(SettingsModel):
@@ -38,9 +29,77 @@ class PreprocessSettings(SettingsModel):
         default="fixed",
         description="fixed: pixel / 255 (keeps fluorescence brightness); minmax: per view to [0, 1]",
     )
-    head_roi: Roi = Field(description="head region in the frame camera image")
-    shank_roi: Roi = Field(description="shank region in the line-scan strip (x: along the axis)")
-    shank_tiles: Tiling = Field(default_factory=Tiling)
+    # The tile sizes fix the scale the model sees (each tile is resized to the model input):
+    # they are those the student was trained at. resolve.py checks that the smallest
+    # indication the profile must find is still large enough at that scale.
+    head_tile_px: int = Field(ge=32, le=2056, description="side of the square head tiles, frame pixels")
+    shank_tile_px: ShankTile = Field(description="size of the line-scan tiles")
+
+
+class OpticsSettings(SettingsModel):
+    """Camera scale at the part (cell.md section 2: 101 mm over 2464 px, 129.6 mm over 2048 px)."""
+
+    frame_px_per_mm: float = Field(default=2464 / 101.0, gt=1.0, le=1000.0, description="frame camera")
+    line_px_per_mm: float = Field(
+        default=2048 / 129.6, gt=1.0, le=1000.0, description="line-scan camera, along the shank axis"
+    )
+
+
+class FixtureSettings(SettingsModel):
+    """Where a seated part appears in the images, and how far it may stray from there."""
+
+    frame_centre_x_px: float = Field(default=1232.0, ge=0.0, description="column of the head's centre, frame image")
+    frame_centre_y_px: float = Field(default=1028.0, ge=0.0, description="row of the head's centre, frame image")
+    strip_datum_px: float = Field(default=220.0, ge=0.0, description="strip column of the under-head face")
+    position_tolerance_mm: float = Field(default=3.0, gt=0.0, le=50.0, description="largest offset from there")
+    size_tolerance: float = Field(
+        default=0.12, gt=0.0, lt=0.5, description="relative, on head width and height, shank width and length"
+    )
+    max_tilt_deg: float = Field(default=3.0, gt=0.0, le=30.0, description="largest tilt of the part axis")
+
+
+class InspectionSettings(SettingsModel):
+    """What the profile must find, and how much of the surface must be seen to say so."""
+
+    min_indication_length_mm: float = Field(
+        default=1.0, gt=0.0, le=50.0, description="smallest relevant indication the cell must detect"
+    )
+    min_indication_contrast: float = Field(
+        default=30.0, gt=0.0, le=255.0, description="its contrast, grey levels over the local surface"
+    )
+    required_coverage: float = Field(
+        default=0.98, gt=0.0, le=1.0, description="fraction of the visible surface the tiles must cover"
+    )
+    tile_overlap: float = Field(default=0.1, ge=0.0, le=0.5, description="overlap of neighbouring tiles")
+
+
+class GuardSettings(SettingsModel):
+    """Input invariants of one view: a view outside them is RECHECK, never scored into a PASS.
+
+    Levels are grey levels (0-255) of the green channel, the fluorescence behind the BP525 filter.
+    """
+
+    min_part_contrast: float = Field(
+        default=8.0, gt=0.0, le=255.0, description="part surface over the background, below: no part seen"
+    )
+    min_surface_level: float = Field(
+        default=12.0, ge=0.0, le=255.0, description="median of the part surface; below: no light or no particles"
+    )
+    max_surface_level: float = Field(
+        default=180.0, ge=0.0, le=255.0, description="above: overexposed, flooded or glare"
+    )
+    max_saturated_fraction: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="of a view's pixels at 255 (detail lost to clipping)"
+    )
+    max_black_fraction: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="of a view's pixels at 0-2 (capped lens, dead light)"
+    )
+
+    @model_validator(mode="after")
+    def verify_levels(self) -> GuardSettings:
+        if self.min_surface_level >= self.max_surface_level:
+            raise ValueError("min_surface_level must be below max_surface_level")
+        return self
 
 
 class ModelSettings(SettingsModel):
@@ -52,25 +111,11 @@ class DecisionSettings(SettingsModel):
     threshold: float = Field(
         default=0.5, gt=0.0, lt=1.0, description="a view with defect probability >= this rejects the part"
     )
-    # Input invariants: a view darker than this is an empty fixture, a dead light or a capped
-    # lens; brighter, an overexposed or flooded image. Either way the model was not trained
-    # on it, so the part is RECHECK, never PASS.
-    min_view_brightness: float = Field(
-        default=0.022, ge=0.0, le=1.0, description="lowest mean of a view's 8-bit RGB / 255"
-    )
-    max_view_brightness: float = Field(
-        default=0.6, ge=0.0, le=1.0, description="highest mean of a view's 8-bit RGB / 255"
-    )
-
-    @model_validator(mode="after")
-    def verify_brightness_range(self) -> DecisionSettings:
-        if self.min_view_brightness >= self.max_view_brightness:
-            raise ValueError("min_view_brightness must be below max_view_brightness")
-        return self
 
 
 class SimGeometry(SettingsModel):
-    """What the simulator renders for this part type (millimetres)."""
+    """Nominal dimensions of the part type (millimetres): the located part is checked against
+    them, and the simulator renders them."""
 
     shank_diameter_mm: float = Field(gt=1.0, le=48.0)
     length_mm: float = Field(gt=4.0, le=120.0, description="under-head length")
@@ -105,6 +150,10 @@ class PartProfile(SettingsModel):
     model: ModelSettings
     preprocess: PreprocessSettings
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    optics: OpticsSettings = Field(default_factory=OpticsSettings)
+    fixture: FixtureSettings = Field(default_factory=FixtureSettings)
+    inspection: InspectionSettings = Field(default_factory=InspectionSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     geometry: SimGeometry
 
     @field_validator("head_positions_deg")
@@ -117,13 +166,13 @@ class PartProfile(SettingsModel):
         return value
 
     @model_validator(mode="after")
-    def verify_rois_inside_images(self) -> PartProfile:
-        head, cam = self.preprocess.head_roi, self.frame_camera
-        if head.x_px + head.width_px > cam.width_px or head.y_px + head.height_px > cam.height_px:
-            raise ValueError(f"preprocess.head_roi must lie inside the {cam.width_px} x {cam.height_px} frame")
-        shank, line = self.preprocess.shank_roi, self.line_scan
-        if shank.x_px + shank.width_px > line.line_width_px or shank.y_px + shank.height_px > line.lines_per_revolution:
+    def verify_tiles_inside_images(self) -> PartProfile:
+        side, cam = self.preprocess.head_tile_px, self.frame_camera
+        if side > min(cam.width_px, cam.height_px):
+            raise ValueError(f"preprocess.head_tile_px must fit in the {cam.width_px} x {cam.height_px} frame")
+        tile, line = self.preprocess.shank_tile_px, self.line_scan
+        if tile.axis > line.line_width_px or tile.around > line.lines_per_revolution:
             raise ValueError(
-                f"preprocess.shank_roi must lie inside the {line.line_width_px} x {line.lines_per_revolution} strip"
+                f"preprocess.shank_tile_px must fit in the {line.line_width_px} x {line.lines_per_revolution} strip"
             )
         return self

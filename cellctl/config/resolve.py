@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,20 @@ from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml
 from cellctl.config.profile import PartProfile
 from cellctl.text import NAME_MAX, unsafe_character
 
+# An indication shorter than this at the model input is below what the student resolves: its
+# last feature map is 7 x 7 over 224 px (32 px per cell), and lines of a few pixels were the
+# shortest in its training data. The POD figures of the model card measure what it really finds.
+MIN_INDICATION_MODEL_PX = 5.0
+
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One model input of a part: a head shot or one tile of the line-scan strip."""
+    """One model input of a part: a tile of a head frame or of the line-scan strip.
 
-    name: str  # "head@90" or "shank[r1,c0]"
+    Tiles are placed on the located part (cellctl.vision.tiles), not fixed in the profile.
+    """
+
+    name: str  # "head@90", "head@90#1" (a second tile of that frame), "shank[r1,c0]"
     kind: str  # "head" | "shank"
     source: int  # index of the head frame, or -1 for the strip
     x_px: int
@@ -37,7 +46,6 @@ class ResolvedProfile:
     path: Path
     profile: PartProfile
     model_path: Path
-    views: tuple[ViewSpec, ...]
     sha256: str  # of the profile file as it was loaded (a later edit takes a reload to count)
 
 
@@ -56,29 +64,17 @@ def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def view_specs(profile: PartProfile) -> tuple[ViewSpec, ...]:
-    pre = profile.preprocess
-    head = pre.head_roi
-    views = [
-        ViewSpec(f"head@{angle:g}", "head", i, head.x_px, head.y_px, head.width_px, head.height_px)
-        for i, angle in enumerate(profile.head_positions_deg)
-    ]
-    roi, tiles = pre.shank_roi, pre.shank_tiles
-    tile_h, tile_w = roi.height_px // tiles.rows, roi.width_px // tiles.cols
-    for r in range(tiles.rows):
-        for c in range(tiles.cols):
-            views.append(
-                ViewSpec(
-                    f"shank[r{r},c{c}]",
-                    "shank",
-                    -1,
-                    roi.x_px + c * tile_w,
-                    roi.y_px + r * tile_h,
-                    tile_w,
-                    tile_h,
-                )
-            )
-    return tuple(views)
+def indication_px(profile: PartProfile) -> dict[str, float]:
+    """How many model-input pixels the profile's smallest indication spans, per tile kind, in
+    the direction it is smallest (an indication may lie any way round)."""
+    pre, optics, g = profile.preprocess, profile.optics, profile.geometry
+    length, size = profile.inspection.min_indication_length_mm, pre.input_size_px
+    around_px_per_mm = profile.line_scan.lines_per_revolution / (math.pi * g.shank_diameter_mm)
+    tile = pre.shank_tile_px
+    return {
+        "head": length * optics.frame_px_per_mm * size / pre.head_tile_px,
+        "shank": length * min(optics.line_px_per_mm * size / tile.axis, around_px_per_mm * size / tile.around),
+    }
 
 
 def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model: bool = True) -> ResolvedProfile:
@@ -107,6 +103,15 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
                 problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
         except OSError as exc:  # a name too long, a folder we may not read
             problem("model.path", f"cannot read {model_path}: {exc.strerror or exc}")
+    for kind, px in indication_px(profile).items():
+        if px < MIN_INDICATION_MODEL_PX:
+            field = "preprocess.head_tile_px" if kind == "head" else "preprocess.shank_tile_px"
+            problem(
+                field,
+                f"shows a {profile.inspection.min_indication_length_mm:g} mm indication (inspection."
+                f"min_indication_length_mm) as {px:.1f} px at the model input, below the "
+                f"{MIN_INDICATION_MODEL_PX:g} px the student resolves: use smaller tiles or a larger minimum",
+            )
     if cell is not None:
         line = profile.line_scan
         counts = cell.devices.stage.encoder_counts_per_rev
@@ -119,7 +124,7 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
             )
     if problems:
         raise ConfigError(problems)
-    return ResolvedProfile(path.stem, path, profile, model_path, view_specs(profile), sha256)
+    return ResolvedProfile(path.stem, path, profile, model_path, sha256)
 
 
 def load_cell(path: Path) -> CellConfig:

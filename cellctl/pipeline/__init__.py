@@ -2,12 +2,9 @@
 
 from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s
 from cellctl.pipeline.analyse import (
-    Inferencer,
-    InvalidOutput,
     ModelKey,
     PartResult,
     analyse,
-    checked_scores,
     model_key,
 )
 from cellctl.pipeline.publish import DurableWriter, Publisher
@@ -16,8 +13,6 @@ from cellctl.pipeline.runner import Pipeline
 __all__ = [
     "Acquisition",
     "DurableWriter",
-    "Inferencer",
-    "InvalidOutput",
     "ModelKey",
     "PartResult",
     "Pipeline",
@@ -25,6 +20,5 @@ __all__ = [
     "acquire",
     "acquisition_budget_s",
     "analyse",
-    "checked_scores",
     "model_key",
 ]

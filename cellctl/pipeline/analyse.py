@@ -1,38 +1,30 @@
-"""From an acquisition to a ``PartResult``: preprocessing, inference and decision.
+"""From an acquisition to a ``PartResult``: the part's inspection (cellctl.inspection) on the
+inference thread, never on the event loop, and the evidence its record keeps.
 
-Pixels and inference run on the inference thread, never on the event loop. The model's
-output is checked (shape, finite, within [0, 1]) before it is trusted, and any error on the
-way is a fault of the step it happened in: the part is RECHECK, the cell carries on.
+Any error on the way is a fault of the step it happened in: the part is RECHECK (or REJECT if
+a view the model did score shows a defect), the cell carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-import numpy as np
 import structlog
 
 from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, decide
 from cellctl.fault import Fault, Step
+from cellctl.inspection import OOD_PREFIX, Inspection, Model, inspect_part
+from cellctl.outcome import Outcome
 from cellctl.pipeline.acquire import Acquisition
-from cellctl.vision import prepare_batch
 
 log = structlog.get_logger("cellctl.pipeline.analyse")
-
-
-class Inferencer(Protocol):
-    path: Path
-    sha256: str
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Defect probability per view of an N x 3 x S x S batch; blocking."""
-        ...
 
 
 ModelKey = tuple[Path, str]  # the file and the sha256 its profile names: a replaced file is another model
@@ -40,10 +32,6 @@ ModelKey = tuple[Path, str]  # the file and the sha256 its profile names: a repl
 
 def model_key(rp: ResolvedProfile) -> ModelKey:
     return rp.model_path, rp.profile.model.sha256
-
-
-class InvalidOutput(Exception):
-    """The model answered something that is not one probability per view."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +48,12 @@ class PartResult:
     model_sha256: str | None
     request_id: str | None  # the request the part answered; None for a part of older records
     profile_sha256: str | None  # of the profile file the part was judged under; None if none
+    evidence: dict[str, Any] = field(default_factory=dict)  # see evidence(): coverage, ood, problems
+
+    @property
+    def out_of_distribution(self) -> int:
+        """Views the guard found out of the model's distribution."""
+        return sum(1 for p in self.evidence.get("view_problems", {}).values() if p.startswith(OOD_PREFIX))
 
     @classmethod
     def not_inspected(
@@ -75,96 +69,79 @@ class PartResult:
         profile_sha256: str | None = None,
     ) -> PartResult:
         """A part the cell could not inspect: RECHECK with the fault as its reason."""
-        decision = decide([], None, 0.5, fault)
+        decision = decide([], 0.5, fault)
         return cls(seq, part_id, profile, started_s, decision, {}, timings_ms, None, request_id, profile_sha256)
 
 
-def checked_scores(raw: object, views: int) -> np.ndarray:
-    """The model output as one finite probability in [0, 1] per view, or InvalidOutput."""
-    out = np.asarray(raw)
-    if out.size != views or out.ndim > 2:
-        raise InvalidOutput(f"model output shape {out.shape} for {views} views")
-    if not np.issubdtype(out.dtype, np.floating):
-        raise InvalidOutput(f"model output of type {out.dtype}, not floating point")
-    scores = out.astype(np.float64).reshape(views)
-    if not np.isfinite(scores).all():
-        raise InvalidOutput(f"non-finite model output in {int((~np.isfinite(scores)).sum())} of {views} views")
-    if scores.min() < 0.0 or scores.max() > 1.0:
-        raise InvalidOutput(f"model output {scores.min():.3g}..{scores.max():.3g} outside [0, 1]")
-    return scores
+def evidence(inspection: Inspection) -> dict[str, Any]:
+    """What a quality engineer needs beside the scores to see why a part passed: the surface
+    covered, each view's out-of-distribution distance, and what stood against a PASS."""
+    return {
+        "coverage": {k: round(v, 4) for k, v in inspection.coverage.items()},
+        "ood": {
+            v.name: (round(v.ood, 3) if v.ood is not None and math.isfinite(v.ood) else None) for v in inspection.views
+        },
+        "problems": list(inspection.problems),
+        "not_located": list(inspection.not_located),
+        "short_of_coverage": list(inspection.short_of_coverage),
+        "view_problems": {v.name: v.problem for v in inspection.views if v.problem is not None},
+    }
 
 
-def _score(acq: Acquisition, rp: ResolvedProfile, inferencer: Inferencer) -> tuple[np.ndarray | None, Fault | None]:
-    """Runs on the inference thread. Scores per view, or the fault that prevented them."""
+def _rounded(value: float | None) -> float | None:
+    return round(value, 3) if value is not None and math.isfinite(value) else None
+
+
+def _inspect(acq: Acquisition, rp: ResolvedProfile, model: Model) -> tuple[Inspection | None, Fault | None]:
+    """Runs on the inference thread: the part's inspection, or the fault that prevented it."""
     t0 = time.monotonic()
     try:
-        frames = [*acq.head_frames, acq.strip]
         if acq.strip is None or len(acq.head_frames) != len(rp.profile.head_positions_deg):
             raise ValueError("not all views were acquired")
-        incomplete = [f.frame_id for f in frames if f is not None and not f.complete]
+        incomplete = [f.frame_id for f in (*acq.head_frames, acq.strip) if not f.complete]
         if incomplete:
             raise ValueError(f"incomplete frame {', '.join(map(str, incomplete))}")
-        prepared = prepare_batch(
-            [(f.data, f.pixel_format) for f in acq.head_frames],
-            (acq.strip.data, acq.strip.pixel_format),
-            rp.views,
-            rp.profile.preprocess,
-        )
-        d = rp.profile.decision
-        for view, level in zip(rp.views, prepared.brightness, strict=True):
-            if not d.min_view_brightness <= level <= d.max_view_brightness:
-                raise ValueError(
-                    f"{view.name} brightness {level:.3f} outside [{d.min_view_brightness:g}, "
-                    f"{d.max_view_brightness:g}] (no part, no light, or overexposed)"
-                )
+        inspection = inspect_part(acq.head_frames, acq.strip, rp, model)
     except Exception as exc:  # noqa: BLE001 - bad pixels are this part's problem, not the cell's
+        acq.timings_ms["preprocess"] = (time.monotonic() - t0) * 1e3
         return None, Fault.of(Step.PREPROCESS, exc)
-    t1 = time.monotonic()
-    try:
-        scores = checked_scores(inferencer.infer(prepared.batch), len(rp.views))
-    except Exception as exc:  # noqa: BLE001 - onnxruntime errors, a broken model, an invalid output
-        return None, Fault.of(Step.INFER, exc)
-    finally:
-        acq.timings_ms["preprocess"] = (t1 - t0) * 1e3
-        acq.timings_ms["infer"] = (time.monotonic() - t1) * 1e3
-    return scores, None
+    acq.timings_ms["preprocess"] = inspection.timings_ms["prepare"]
+    acq.timings_ms["infer"] = inspection.timings_ms["infer"]
+    return inspection, inspection.fault
 
 
 async def analyse(
-    acq: Acquisition, inferencers: dict[ModelKey, Inferencer], executor: Executor, timeout_s: float
+    acq: Acquisition, inferencers: dict[ModelKey, Model], executor: Executor, timeout_s: float
 ) -> PartResult:
     """The part's decision; never raises for anything the part brought with it."""
     rp = acq.profile
-    names = [v.name for v in rp.views] if rp is not None else []
-    threshold = rp.profile.decision.threshold if rp is not None else 0.5
     inferencer = inferencers.get(model_key(rp)) if rp is not None else None
-    scores: np.ndarray | None = None
+    inspection: Inspection | None = None
     fault = acq.fault
     if fault is None and rp is not None and inferencer is not None:
-        work = asyncio.get_running_loop().run_in_executor(executor, _score, acq, rp, inferencer)
+        work = asyncio.get_running_loop().run_in_executor(executor, _inspect, acq, rp, inferencer)
         try:
-            scores, fault = await asyncio.wait_for(work, timeout_s)
+            inspection, fault = await asyncio.wait_for(work, timeout_s)
         except TimeoutError:
             fault = Fault(Step.INFER, f"no result within {timeout_s:g} s")
     elif fault is None:
         fault = Fault(Step.INFER, "no model loaded for this profile")
     if fault is not None and fault is not acq.fault:
-        log.warning(
-            "analyse.fault",
-            **acq.ids(),
-            step=fault.step.value,
-            fault=fault.detail,
-        )
-    values = scores.tolist() if scores is not None else None
+        log.warning("analyse.fault", **acq.ids(), step=fault.step.value, fault=fault.detail)
+    if inspection is not None and inspection.decision.outcome is Outcome.RECHECK:
+        log.info("analyse.recheck", **acq.ids(), reason=inspection.decision.reason)
+    views = inspection.views if inspection is not None else ()
+    threshold = rp.profile.decision.threshold if rp is not None else 0.5
     return PartResult(
         seq=acq.seq,
         part_id=acq.part_id,
         profile=acq.profile_name,
         started_s=acq.started_s,
-        decision=decide(names, values, threshold, fault),
-        scores=dict(zip(names, values, strict=True)) if values is not None else {},
+        decision=inspection.decision if inspection is not None else decide(views, threshold, fault),
+        scores={v.name: v.score for v in views if v.score is not None},
         timings_ms=acq.timings_ms,
         model_sha256=inferencer.sha256 if inferencer is not None else None,
         request_id=acq.request_id,
         profile_sha256=rp.sha256 if rp is not None else None,
+        evidence=evidence(inspection) if inspection is not None else {},
     )

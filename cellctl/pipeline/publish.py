@@ -14,11 +14,14 @@ import asyncio
 import math
 import time
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from cellctl.decision import Decision
 from cellctl.fault import Fault, Step
+from cellctl.inspection import OOD_PREFIX
 from cellctl.link.protocol import MAX_SCORES, Verdict
 from cellctl.outbox import Outbox
 from cellctl.outcome import BIN_OF, Outcome
@@ -31,6 +34,34 @@ log = structlog.get_logger("cellctl.pipeline.publish")
 
 RETRY_S = 0.5  # how often a blocked cell tries the records again
 BLOCK_KEY = "records"
+GUARD_KEYS = ("ood_views", "ood_parts", "not_located", "coverage_short")
+
+
+def guard_findings(evidence: Mapping[str, Any], outcome: Outcome) -> dict[str, int]:
+    """What the guard found on one judged part, as the cell counts it (``GUARD_KEYS``):
+    ``ood_views``, the views out of the model's distribution, and ``ood_parts`` 1 if there is
+    one, whatever the verdict; for a part judged RECHECK, ``not_located`` 1 if the part was not
+    found (or not this profile's part in its place) in a view and ``coverage_short`` 1 if the
+    tiles covered less than the profile requires. ``evidence`` as a Record holds it, read back
+    from the records or not: anything of another shape counts as nothing found."""
+    view_problems = evidence.get("view_problems")
+    ood = sum(
+        1
+        for problem in (view_problems.values() if isinstance(view_problems, Mapping) else ())
+        if isinstance(problem, str) and problem.startswith(OOD_PREFIX)
+    )
+    recheck = outcome is Outcome.RECHECK
+    return {
+        "ood_views": ood,
+        "ood_parts": int(ood > 0),
+        "not_located": int(recheck and _listed(evidence, "not_located")),
+        "coverage_short": int(recheck and _listed(evidence, "short_of_coverage")),
+    }
+
+
+def _listed(evidence: Mapping[str, Any], key: str) -> bool:
+    value = evidence.get(key)
+    return isinstance(value, list | tuple) and len(value) > 0
 
 
 class DurableWriter:
@@ -111,6 +142,7 @@ class Publisher:
         self.writer = writer
         self.outbox = outbox
         self.counts: Counter[str] = Counter()
+        self.guard: Counter[str] = Counter(dict.fromkeys(GUARD_KEYS, 0))  # since start: guard_findings
 
     def verdict(self, result: PartResult, decision: Decision) -> Verdict:
         return Verdict(
@@ -136,7 +168,7 @@ class Publisher:
         """Record, then hand to the outbox; a verdict that cannot be recorded goes out as RECHECK."""
         verdict = self.verdict(result, result.decision)
         t0 = time.monotonic()
-        durable = await self.writer.add(Record(verdict, result.scores, result.timings_ms))
+        durable = await self.writer.add(Record(verdict, result.scores, result.timings_ms, result.evidence))
         result.timings_ms["record"] = (time.monotonic() - t0) * 1e3
         if not durable:
             blocked = self.writer.state.blocked_reasons.get(BLOCK_KEY, "records not writable")
@@ -144,8 +176,9 @@ class Publisher:
             verdict = self.verdict(
                 result, Decision(Outcome.RECHECK, fault.reason, result.decision.max_score, result.decision.worst_view)
             )
-            self.writer.backlog[-1] = Record(verdict, result.scores, result.timings_ms)
+            self.writer.backlog[-1] = Record(verdict, result.scores, result.timings_ms, result.evidence)
         self.counts[verdict.verdict.value] += 1
+        self.guard.update(guard_findings(result.evidence, verdict.verdict))
         log.info(
             "part.verdict",
             part_id=verdict.part_id,

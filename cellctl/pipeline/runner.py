@@ -19,10 +19,11 @@ import structlog
 from cellctl.config import CellConfig, ResolvedProfile
 from cellctl.devices import CellDevices
 from cellctl.fault import Fault, Step
+from cellctl.inspection import Model
 from cellctl.link.client import LinkReset, RobotLink
 from cellctl.link.protocol import Part
 from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s, home_after_fault
-from cellctl.pipeline.analyse import Inferencer, ModelKey, PartResult, analyse
+from cellctl.pipeline.analyse import ModelKey, PartResult, analyse
 from cellctl.pipeline.publish import DurableWriter, Publisher
 from cellctl.state import CellState, Phase
 
@@ -37,7 +38,7 @@ class Pipeline:
         self,
         config: CellConfig,
         profiles: dict[str, ResolvedProfile],
-        inferencers: dict[ModelKey, Inferencer],
+        inferencers: dict[ModelKey, Model],
         devices: CellDevices,
         link: RobotLink,
         writer: DurableWriter,

@@ -4,8 +4,9 @@ Two tables. ``accepted`` holds the parts in the fixture: a row is written (and f
 part is taken, before acquisition starts, so its seq is durable and never reused, and a part
 whose daemon dies mid-inspection is found at the next start and judged RECHECK
 ("interrupted"). ``inspections`` holds one row per judged part with the verdict message as
-sent and where it stands with the robot (``AckState``); judging a part moves it from one table
-to the other in one transaction. The schema is built and migrated by ordered steps keyed by
+sent, the evidence it was judged on (coverage, out-of-distribution distances, problems; read
+back with ``Records.evidence``) and where it stands with the robot (``AckState``); judging a
+part moves it from one table to the other in one transaction. The schema is built and migrated by ordered steps keyed by
 ``PRAGMA user_version`` (``_migrations``).
 
 All SQLite work runs on one dedicated thread: never on the event loop, serialized without

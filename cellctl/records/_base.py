@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from cellctl.drivers import CellError
 from cellctl.link.protocol import Verdict
@@ -33,6 +36,28 @@ class Record:
     verdict: Verdict
     scores: dict[str, float]
     timings_ms: dict[str, float]
+    # why the part was judged so, beside its scores (cellctl.pipeline.analyse.evidence): the
+    # surface covered, each view's out-of-distribution distance, what stood against a PASS;
+    # empty for parts never inspected and for rows written before schema 4
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def finite_json(value: object) -> Any:
+    """``value`` as JSON can hold it: a non-finite number becomes null (JSON has no NaN), tuples
+    become lists, keys become strings, and anything JSON has no type for its text, so a record
+    is never refused for what its evidence happens to contain."""
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ refused, never touched.
 Version 1 (user_version 0: it never set it): ``inspections`` only. Version 2: ``accepted``.
 Version 3 (robot link v2): the ids a v2 verdict and ack carry, and ack results. Verdicts not
 yet acknowledged are re-encoded as v2 verdicts (boot id ``migrated``, no request id) so they can
-still be resent; acknowledged ones keep the message exactly as it was sent.
+still be resent; acknowledged ones keep the message exactly as it was sent. Version 4: each
+judged part's evidence (coverage, out-of-distribution distances, problems), ``{}`` for the rows
+judged before.
 """
 
 from __future__ import annotations
@@ -99,8 +101,19 @@ def _v3_link_v2(db: sqlite3.Connection) -> None:
         )
 
 
+def _v4_evidence(db: sqlite3.Connection) -> None:
+    # JSON (cellctl.records.Record.evidence): what an auditor is shown beside the scores. Older
+    # rows never had it: an empty object, not a guess
+    db.execute("ALTER TABLE inspections ADD COLUMN evidence TEXT NOT NULL DEFAULT '{}'")
+
+
 Step = Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1_inspections), (2, _v2_accepted), (3, _v3_link_v2))
+MIGRATIONS: tuple[tuple[int, Step], ...] = (
+    (1, _v1_inspections),
+    (2, _v2_accepted),
+    (3, _v3_link_v2),
+    (4, _v4_evidence),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,16 @@ import structlog
 from pydantic import ValidationError
 
 from cellctl.link.protocol import Verdict
-from cellctl.records._base import ANSWERED, UNDELIVERED, Accepted, AckState, Record, RecordsError, transaction
+from cellctl.records._base import (
+    ANSWERED,
+    UNDELIVERED,
+    Accepted,
+    AckState,
+    Record,
+    RecordsError,
+    finite_json,
+    transaction,
+)
 from cellctl.records._migrations import migrate
 from cellctl.text import printable
 
@@ -121,12 +129,16 @@ class Records:
     def _add(self, r: Record) -> None:
         db = self._conn()
         v = r.verdict
-        scores = {view: (p if math.isfinite(p) else None) for view, p in r.scores.items()}  # JSON has no NaN
+        # JSON has no NaN: a non-finite score or distance is written as null (allow_nan=False
+        # then only guards that nothing slipped through)
+        scores = json.dumps(finite_json(r.scores), allow_nan=False)
+        evidence = json.dumps(finite_json(r.evidence), allow_nan=False)
         with transaction(db):
             db.execute(
                 "INSERT INTO inspections (seq, cell_id, part_id, profile, model_sha256, verdict, reason,"
-                " scores, timings_ms, latency_ms, created_at, message, boot_id, request_id, profile_sha256, bin)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " scores, timings_ms, latency_ms, created_at, message, boot_id, request_id, profile_sha256, bin,"
+                " evidence)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     v.seq,
                     v.cell_id,
@@ -135,7 +147,7 @@ class Records:
                     v.model_sha256,
                     v.verdict.value,
                     v.reason,
-                    json.dumps(scores),
+                    scores,
                     json.dumps(r.timings_ms),
                     v.latency_ms,
                     _now(),
@@ -144,6 +156,7 @@ class Records:
                     v.request_id,
                     v.profile_sha256,
                     int(v.bin),
+                    evidence,
                 ),
             )
             db.execute("DELETE FROM accepted WHERE seq = ?", (v.seq,))
@@ -187,3 +200,18 @@ class Records:
                 error = printable(str(exc.errors(include_url=False)[0]["msg"]))
                 log.error("records.unreadable_verdict", seq=seq, path=str(self.path), error=error)
         return verdicts
+
+    async def evidence(self, seq: int) -> dict[str, Any] | None:
+        """Why part ``seq`` was judged as it was, beside its scores (``Record.evidence`` as
+        written, non-finite numbers as None): for a person auditing a verdict. ``{}`` for a
+        part judged before schema 4 or never inspected; None if no verdict ``seq`` is recorded."""
+        rows = await self.query("SELECT evidence FROM inspections WHERE seq = ?", seq)
+        if not rows:
+            return None
+        try:
+            value = json.loads(rows[0][0])
+        except (TypeError, ValueError) as exc:
+            raise RecordsError(f"records {self.path}: the evidence of seq {seq} is not JSON ({exc})") from exc
+        if not isinstance(value, dict):
+            raise RecordsError(f"records {self.path}: the evidence of seq {seq} is not a JSON object")
+        return value

@@ -1,5 +1,5 @@
-"""Host-side image handling: pixel-format conversion, regions, tiles and model input."""
+"""Pixels to model inputs: locating the part, tiling it, converting and normalising tiles."""
 
-from cellctl.vision.preprocess import InvalidImage, Prepared, prepare_batch, prepare_view, to_rgb
+from cellctl.vision.preprocess import InvalidImage, model_input, tile_rgb, to_rgb
 
-__all__ = ["InvalidImage", "Prepared", "prepare_batch", "prepare_view", "to_rgb"]
+__all__ = ["InvalidImage", "model_input", "tile_rgb", "to_rgb"]

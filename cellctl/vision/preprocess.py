@@ -7,9 +7,6 @@ demosaiced after: converting only the region is ~10x cheaper than the full 5 MP 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
@@ -49,42 +46,27 @@ def to_rgb(data: np.ndarray, pixel_format: str, x: int, y: int, w: int, h: int) 
     raise InvalidImage(f"unsupported pixel format {pixel_format!r}")
 
 
-@dataclass(frozen=True)
-class Prepared:
-    batch: np.ndarray  # N x 3 x S x S float32, model input
-    brightness: np.ndarray  # N: mean of each view's 8-bit RGB / 255, before normalisation
+def tile_pixels(data: np.ndarray, spec: ViewSpec) -> tuple[np.ndarray, int]:
+    """The rows a tile needs (wrapped round the strip's revolution) and its top row in them."""
+    rows = data.shape[0]
+    if spec.y_px + spec.height_px <= rows:
+        return data, spec.y_px
+    return data[np.arange(spec.y_px, spec.y_px + spec.height_px) % rows], 0
 
 
-def _prepare(
-    data: np.ndarray, pixel_format: str, view: ViewSpec, settings: PreprocessSettings
-) -> tuple[np.ndarray, float]:
-    rgb = to_rgb(data, pixel_format, view.x_px, view.y_px, view.width_px, view.height_px)
+def tile_rgb(data: np.ndarray, pixel_format: str, spec: ViewSpec) -> np.ndarray:
+    """A tile of delivered pixels as RGB8."""
+    data, y = tile_pixels(data, spec)
+    return to_rgb(data, pixel_format, spec.x_px, y, spec.width_px, spec.height_px)
+
+
+def model_input(rgb: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """A tile as the model's CHW float32 input in [0, 1]."""
     size = settings.input_size_px
     small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-    brightness = float(small.mean()) / 255.0
     if settings.normalisation == "minmax":
         lo, hi = float(small.min()), float(small.max())
         small = (small - lo) / max(hi - lo, 1.0)
     else:
         small *= 1.0 / 255.0
-    return np.ascontiguousarray(small.transpose(2, 0, 1)), brightness
-
-
-def prepare_view(data: np.ndarray, pixel_format: str, view: ViewSpec, settings: PreprocessSettings) -> np.ndarray:
-    """One view as CHW float32 in [0, 1], RGB, input_size x input_size."""
-    return _prepare(data, pixel_format, view, settings)[0]
-
-
-def prepare_batch(
-    head_frames: Sequence[tuple[np.ndarray, str]],
-    strip: tuple[np.ndarray, str],
-    views: Sequence[ViewSpec],
-    settings: PreprocessSettings,
-) -> Prepared:
-    """All views of a part as one NCHW batch, in the order of ``views``."""
-    batch = np.empty((len(views), 3, settings.input_size_px, settings.input_size_px), np.float32)
-    brightness = np.empty(len(views), np.float64)
-    for i, view in enumerate(views):
-        data, fmt = strip if view.kind == "shank" else head_frames[view.source]
-        batch[i], brightness[i] = _prepare(data, fmt, view, settings)
-    return Prepared(batch, brightness)
+    return np.ascontiguousarray(small.transpose(2, 0, 1))

@@ -37,7 +37,7 @@ EXPECTED_REASON = {
     "stepper-alarm": ("move: ",),
     "serial-garbage": ("move: ",),
     "serial-unplug": ("move: ",),
-    "light-fault": ("preprocess: ",),
+    "light-fault": ("head@0: no part seen",),  # dark views: the part is not located
     "model-nan": ("infer: ",),
     "model-error": ("infer: ",),
     "records-readonly": ("record: ",),

@@ -84,7 +84,7 @@ async def test_stalled_turntable_gives_recheck_never_pass(tmp_path):
 async def test_dark_images_from_a_dead_light_give_recheck_not_pass(tmp_path):
     s = await simulate(_args(tmp_path, 2, defect_rate=0.0), tmp_path, faults=Faults(light_dead=True))
     assert s["delivered"] == 2 and s["verdicts"]["RECHECK"] == 2
-    assert all(r[3].startswith("preprocess: head@0 brightness") for r in _rows(tmp_path))
+    assert all(r[3].startswith("head@0: no part seen") for r in _rows(tmp_path))
 
 
 async def test_unknown_profile_from_the_robot_gives_recheck(tmp_path):

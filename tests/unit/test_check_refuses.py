@@ -128,9 +128,18 @@ def test_existing_database_is_checked_without_being_changed(tmp_path):
 
 
 def _model(
-    path: Path, input_name="image", output_name="defect_prob", size=224, out_rank=1, dtype=TensorProto.FLOAT
+    path: Path,
+    input_name="image",
+    output_name="defect_prob",
+    size=224,
+    out_rank=1,
+    dtype=TensorProto.FLOAT,
+    guard=True,
+    threshold="10.0",
 ) -> Path:
-    """A tiny real ONNX model: global average pool -> one number per image."""
+    """A tiny real ONNX model: global average pool -> one number per image, and the same
+    number as its ``ood_score`` with a threshold in the metadata (a guard, as `cellctl guard`
+    writes one)."""
     x = helper.make_tensor_value_info(input_name, dtype, ["n", 3, size, size])
     out_shape = ["n"] if out_rank == 1 else ["n", 1]
     y = helper.make_tensor_value_info(output_name, dtype, out_shape)
@@ -140,10 +149,16 @@ def _model(
         if out_rank == 1
         else helper.make_node("Unsqueeze", ["m", "ax"], [output_name]),
     ]
+    outputs = [y]
+    if guard:
+        nodes.append(helper.make_node("Identity", ["m"], ["ood_score"]))
+        outputs.append(helper.make_tensor_value_info("ood_score", dtype, ["n"]))
     inits = [] if out_rank == 1 else [helper.make_tensor("ax", TensorProto.INT64, [1], [1])]
-    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    graph = helper.make_graph(nodes, "g", [x], outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    if guard and threshold is not None:
+        model.metadata_props.add(key="cellctl.ood.threshold", value=threshold)
     onnx.save(model, str(path))
     return path
 
@@ -156,6 +171,9 @@ def _model(
         ({"size": 128}, "expected ['N', 3, 224, 224]"),
         ({"out_rank": 2}, "expected [N]"),
         ({"dtype": TensorProto.DOUBLE}, "tensor(double)"),
+        ({"guard": False}, "no output 'ood_score': the model has no out-of-distribution guard"),
+        ({"threshold": None}, "no 'cellctl.ood.threshold'"),
+        ({"threshold": "nan"}, "expected a finite number > 0"),
     ],
 )
 def test_model_with_the_wrong_interface_is_refused_by_check_and_by_the_inferencer(

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from cellctl.cli import main as cli
-from cellctl.config import ConfigError, load_cell, load_profiles, resolve_profile
+from cellctl.config import (
+    MIN_INDICATION_MODEL_PX,
+    ConfigError,
+    indication_px,
+    load_cell,
+    load_profiles,
+    resolve_profile,
+)
 from tests.conftest import PROFILES
 
 
@@ -22,14 +29,22 @@ def test_every_shipped_profile_and_the_sim_cell_pass_check(capsys):
     assert out.count("ok: ") == len(files)
 
 
-def test_shipped_profiles_resolve_to_head_and_shank_views():
+def test_shipped_profiles_show_their_smallest_indication_large_enough_to_the_model():
     cell = load_cell(PROFILES / "cell-sim.yaml")
     profiles = load_profiles(PROFILES / "cell-sim.yaml", cell)
     assert {"m8x40-hex", "m12x80-hex"} <= set(profiles)
-    m8 = profiles["m8x40-hex"]
-    assert [v.name for v in m8.views][:4] == ["head@0", "head@90", "head@180", "head@270"]
-    assert sum(v.kind == "shank" for v in m8.views) == 4
-    assert sum(v.kind == "shank" for v in profiles["m12x80-hex"].views) == 8
+    for rp in profiles.values():
+        assert min(indication_px(rp.profile).values()) >= MIN_INDICATION_MODEL_PX
+
+
+def test_tiles_too_coarse_for_the_smallest_indication_are_refused_naming_the_field(profiles_copy):
+    path = _break(profiles_copy, "  min_indication_length_mm: 1.0", "  min_indication_length_mm: 0.3")
+    with pytest.raises(ConfigError) as err:
+        resolve_profile(path, verify_model=False)
+    fields = {p.field: p for p in err.value.problems}
+    assert set(fields) == {"preprocess.head_tile_px", "preprocess.shank_tile_px"}
+    assert "0.3 mm indication" in fields["preprocess.shank_tile_px"].message
+    assert fields["preprocess.shank_tile_px"].line == _line(path, "shank_tile_px")
 
 
 def _break(profiles_copy: Path, old: str, new: str) -> Path:
@@ -76,7 +91,20 @@ def _line(path: Path, needle: str) -> int:
             "head_positions_deg",
             "ascending",
         ),
-        ("  head_roi: {x_px: 976,", "  head_roi: {x_px: 2400,", "", "head_roi", "must lie inside"),
+        (
+            "  head_tile_px: 512",
+            "  head_tile_px: 2100",
+            "preprocess.head_tile_px",
+            "head_tile_px: 2100",
+            "less than or equal to 2056",
+        ),
+        (
+            "  required_coverage: 0.98",
+            "  required_coverage: 1.5",
+            "inspection.required_coverage",
+            "required_coverage: 1.5",
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_broken_profile_names_file_line_field_and_what_is_allowed(profiles_copy, old, new, field, needle, says):

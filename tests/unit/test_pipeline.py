@@ -15,9 +15,10 @@ from cellctl.config import CellConfig, file_sha256, resolve_profile
 from cellctl.devices import CellDevices
 from cellctl.fault import Step
 from cellctl.inference import OnnxInferencer
+from cellctl.inspection import InvalidOutput, checked_outputs
 from cellctl.link.protocol import Part
 from cellctl.outcome import Outcome
-from cellctl.pipeline import Acquisition, InvalidOutput, acquire, analyse, checked_scores, model_key
+from cellctl.pipeline import Acquisition, acquire, analyse, model_key
 from cellctl.sim.part import sample_part
 from cellctl.sim.world import WORLD_KEY, SimWorld
 from tests.conftest import PROFILES
@@ -62,12 +63,12 @@ class _Answer:
     """An inferencer that answers what a broken model or runtime would."""
 
     def __init__(self, answer):
-        self.answer, self.path, self.sha256 = answer, Path("broken.onnx"), "0" * 64
+        self.answer, self.path, self.sha256, self.ood_threshold = answer, Path("broken.onnx"), "0" * 64, 10.0
 
     def infer(self, batch):
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer(len(batch))
+        return self.answer(len(batch)), np.zeros(len(batch))
 
 
 async def test_a_clean_part_is_acquired_whole_and_passes_and_the_light_is_off_after(cell, model):
@@ -78,7 +79,11 @@ async def test_a_clean_part_is_acquired_whole_and_passes_and_the_light_is_off_af
     ids = [f.frame_id for f in acq.head_frames]
     assert ids == sorted(set(ids))  # four distinct shots, in turntable order
     assert world.light_gain == 0.0
-    assert result.decision.outcome is Outcome.PASS and set(result.scores) == {v.name for v in PROFILE.views}
+    assert result.decision.outcome is Outcome.PASS, result.decision.reason
+    # four head frames and the strip's tiles, each scored, the surface wholly covered
+    assert {n for n in result.scores if n.startswith("head@")} == {"head@0", "head@90", "head@180", "head@270"}
+    assert sum(n.startswith("shank[") for n in result.scores) >= 4
+    assert result.evidence["coverage"] == {"head": 1.0, "shank": 1.0}
     assert result.model_sha256 == PROFILE.profile.model.sha256
     # what the verdict will carry: the request the part answered, the profile file judged under
     assert result.request_id == "r-P1" and result.profile_sha256 == file_sha256(PROFILE.path)
@@ -104,7 +109,7 @@ async def test_each_head_shot_is_taken_at_its_own_angle(cell, model):
         length_mm=3.0,
         angle_deg=90.0,
         width_px=3,
-        brightness=190.0,
+        contrast=190.0,
         jitter=(0.0,) * 6,
     )
     world.fixture = dataclasses.replace(world.fixture, indications=(crack,))
@@ -141,7 +146,7 @@ async def test_an_incomplete_frame_is_recheck_not_scored(cell, model):
 async def test_an_empty_fixture_is_recheck(cell, model):
     cell[0].fixture = None
     _, result = await _inspect(cell, "P5", model=model)
-    assert result.decision.outcome is Outcome.RECHECK and "brightness" in result.decision.reason
+    assert result.decision.outcome is Outcome.RECHECK and "no part seen" in result.decision.reason
 
 
 @pytest.mark.parametrize(
@@ -177,10 +182,13 @@ async def test_inference_that_never_returns_is_recheck_after_its_deadline(cell):
     assert result.decision.outcome is Outcome.RECHECK and result.decision.reason == "infer: no result within 0.01 s"
 
 
-def test_checked_scores_accepts_n_or_n_by_1_probabilities_only():
-    assert checked_scores(np.array([[0.1], [0.9]], np.float32), 2).tolist() == pytest.approx([0.1, 0.9])
+def test_checked_outputs_accepts_n_or_n_by_1_probabilities_only():
+    probs, ood = checked_outputs((np.array([[0.1], [0.9]], np.float32), np.array([1.0, 2.0])), 2)
+    assert probs.tolist() == pytest.approx([0.1, 0.9]) and ood is not None and ood.tolist() == [1.0, 2.0]
     with pytest.raises(InvalidOutput):
-        checked_scores(np.array([0.1, -0.2]), 2)
+        checked_outputs((np.array([0.1, -0.2]), None), 2)
+    with pytest.raises(InvalidOutput):
+        checked_outputs(np.array([0.1, 0.2]), 2)  # no ood distances beside the probabilities
 
 
 async def test_a_refused_profile_switch_raises_and_sets_the_previous_profile_up_again(cell):

@@ -60,7 +60,7 @@ async def test_records_survive_reopen_and_keep_unacknowledged_verdicts_in_seq_or
 
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         row = db.execute(
             "SELECT part_id, verdict, scores, ack_state, boot_id, request_id, profile_sha256, bin"
             " FROM inspections WHERE seq = 2"
@@ -135,7 +135,7 @@ async def test_a_newer_schema_is_refused_naming_both_versions_and_not_touched(tm
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA user_version = 99")
     records = Records(path)
-    with pytest.raises(RecordsError, match=r"schema version 99 is newer than this cellctl's version 3"):
+    with pytest.raises(RecordsError, match=r"schema version 99 is newer than this cellctl's version 4"):
         await records.open()
     await records.close()
     with contextlib.closing(sqlite3.connect(path)) as db:

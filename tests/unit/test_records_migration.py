@@ -13,7 +13,7 @@ import pytest
 
 from cellctl.link.protocol import Verdict
 from cellctl.outcome import Bin, Outcome
-from cellctl.records import MIGRATED_BOOT_ID, AckState, Records, RecordsError
+from cellctl.records import MIGRATED_BOOT_ID, SCHEMA_VERSION, AckState, Record, Records, RecordsError
 
 # The schema of cellctl at 9e0c01d..aab9b80 (records.py SCHEMA, user_version 2), frozen: never
 # import it from the code under test, which no longer has it.
@@ -46,6 +46,22 @@ CREATE TABLE IF NOT EXISTS accepted (
 
 # The first schema (user_version never set, so 0): `inspections` only, frozen likewise.
 SCHEMA_V1 = SCHEMA_V2[: SCHEMA_V2.index("CREATE TABLE IF NOT EXISTS accepted")]
+
+# The schema of cellctl at e848699 (user_version 3, robot link v2) as its migrations left it, frozen.
+SCHEMA_V3 = """
+CREATE TABLE inspections (
+    seq INTEGER PRIMARY KEY, cell_id TEXT NOT NULL, part_id TEXT NOT NULL, profile TEXT NOT NULL,
+    model_sha256 TEXT, verdict TEXT NOT NULL, reason TEXT NOT NULL, scores TEXT NOT NULL,
+    timings_ms TEXT NOT NULL, latency_ms REAL NOT NULL, created_at TEXT NOT NULL, message TEXT NOT NULL,
+    ack_state TEXT NOT NULL DEFAULT 'pending', acked_at TEXT,
+    boot_id TEXT, request_id TEXT, profile_sha256 TEXT, bin INTEGER, ack_res INTEGER, ack_detail TEXT
+);
+CREATE INDEX inspections_undelivered ON inspections (seq) WHERE ack_state IN ('pending', 'expired');
+CREATE TABLE accepted (
+    seq INTEGER PRIMARY KEY, cell_id TEXT NOT NULL, part_id TEXT NOT NULL, profile TEXT NOT NULL,
+    accepted_at TEXT NOT NULL, request_id TEXT, boot_id TEXT
+);
+"""
 
 SHA = "0123456789abcdef" * 4
 # seq, part_id, outcome, bin, ack_state, scores column as today's code wrote it (json.dumps: NaN stays NaN)
@@ -155,6 +171,8 @@ async def _check_migrated(path: Path, unjudged_seqs: list[int]) -> None:
     assert [(a.seq, a.request_id, a.boot_id) for a in await records.unjudged()] == [
         (s, None, None) for s in unjudged_seqs
     ]
+    # parts judged before schema 4 have no evidence: an empty object, not a guess
+    assert [await records.evidence(seq) for seq, *_ in ROWS] == [{}] * len(ROWS)
     assert await records.accept("cell-01", "A6", "m8x40-hex", "req6", "boot1") == (6 if unjudged_seqs else 5)
     await records.close()
 
@@ -163,14 +181,14 @@ async def test_a_database_written_by_todays_schema_migrates_without_losing_a_row
     path = tmp_path / "records.db"
     _write_old_file(path, SCHEMA_V2, version=2)
     await _check_migrated(path, unjudged_seqs=[5])
-    assert _dump(path)[0] == 3
+    assert _dump(path)[0] == SCHEMA_VERSION == 4
 
 
 async def test_a_version_1_database_migrates_without_losing_a_row(tmp_path: Path) -> None:
     path = tmp_path / "records.db"
     _write_old_file(path, SCHEMA_V1, version=0)  # version 1 never set user_version
     await _check_migrated(path, unjudged_seqs=[])
-    assert _dump(path)[0] == 3
+    assert _dump(path)[0] == SCHEMA_VERSION
 
 
 async def test_reopening_a_migrated_database_changes_nothing(tmp_path: Path) -> None:
@@ -223,3 +241,103 @@ async def test_a_step_that_fails_leaves_the_file_at_the_last_complete_version(tm
         await records.open()
     await records.close()
     assert _dump(path) == before  # version 2, no column of step 3 added, no message rewritten
+
+
+def _v3_verdict(seq: int, part_id: str, outcome: Outcome) -> Verdict:
+    return Verdict(
+        cell_id="cell-01",
+        boot_id="boot3",
+        seq=seq,
+        request_id=f"req-{part_id}",
+        part_id=part_id,
+        profile="m8x40-hex",
+        profile_sha256="c" * 64,
+        model_sha256=SHA,
+        verdict=outcome,
+        bin=Bin.GOOD if outcome is Outcome.PASS else Bin.REJECT,
+        reason="all views clean" if outcome is Outcome.PASS else "defect in head@0 (p=0.930)",
+        scores={"head@0": 0.93 if outcome is Outcome.REJECT else 0.1, "strip": None},
+        max_score=0.93 if outcome is Outcome.REJECT else 0.1,
+        worst_view="head@0",
+        latency_ms=300.0,
+    )
+
+
+def _write_v3_file(path: Path) -> list[Verdict]:
+    """Two judged parts (one acknowledged, one not) and one accepted, as schema 3 wrote them."""
+    verdicts = [_v3_verdict(1, "B1", Outcome.PASS), _v3_verdict(2, "B2", Outcome.REJECT)]
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA_V3)
+        for v, state in zip(verdicts, ("acked", "pending"), strict=True):
+            db.execute(
+                "INSERT INTO inspections (seq, cell_id, part_id, profile, model_sha256, verdict, reason, scores,"
+                " timings_ms, latency_ms, created_at, message, ack_state, acked_at, boot_id, request_id,"
+                " profile_sha256, bin, ack_res) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    v.seq,
+                    v.cell_id,
+                    v.part_id,
+                    v.profile,
+                    v.model_sha256,
+                    v.verdict.value,
+                    v.reason,
+                    json.dumps(v.scores),
+                    '{"infer": 3.0}',
+                    v.latency_ms,
+                    "2026-06-01T00:00:00.000+00:00",
+                    v.model_dump_json(),
+                    state,
+                    "2026-06-01T00:00:01.000+00:00" if state == "acked" else None,
+                    v.boot_id,
+                    v.request_id,
+                    v.profile_sha256,
+                    int(v.bin),
+                    0 if state == "acked" else None,
+                ),
+            )
+        db.execute(
+            "INSERT INTO accepted (seq, cell_id, part_id, profile, accepted_at, request_id, boot_id)"
+            " VALUES (3, 'cell-01', 'B3', 'm8x40-hex', '2026-06-01T00:00:02.000+00:00', 'req-B3', 'boot3')"
+        )
+        db.execute("PRAGMA user_version = 3")
+    return verdicts
+
+
+async def test_a_version_3_database_gains_empty_evidence_and_keeps_every_row_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    verdicts = _write_v3_file(path)
+    _, before, accepted_before = _dump(path)
+    records = Records(path)
+    await records.open()
+    await records.close()
+    version, after, accepted_after = _dump(path)
+    assert version == SCHEMA_VERSION == 4
+    assert [row[:-1] for row in after] == before  # every column of schema 3 untouched, messages included
+    assert [row[-1] for row in after] == ["{}", "{}"]  # the new column, last
+    assert accepted_after == accepted_before
+
+    records = Records(path)
+    await records.open()
+    assert await records.undelivered() == [verdicts[1]]  # still resent exactly as it was sent
+    assert (await records.evidence(1), await records.evidence(2), await records.evidence(3)) == ({}, {}, None)
+    (unjudged,) = await records.unjudged()
+    assert (unjudged.seq, unjudged.part_id, unjudged.request_id) == (3, "B3", "req-B3")
+    # the part in the fixture is judged after the upgrade: its evidence is kept
+    judged = _v3_verdict(3, "B3", Outcome.PASS).model_copy(update={"boot_id": "boot4"})
+    await records.add(Record(judged, {"head@0": 0.1}, {}, {"coverage": {"head": 1.0, "shank": 0.99}}))
+    assert await records.evidence(3) == {"coverage": {"head": 1.0, "shank": 0.99}}
+    assert await records.unjudged() == []
+    await records.close()
+
+
+async def test_a_failed_step_4_leaves_a_version_3_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    _write_v3_file(path)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("ALTER TABLE inspections ADD COLUMN evidence TEXT")  # step 4 fails half-way through
+    before = _dump(path)
+    records = Records(path)
+    with pytest.raises(RecordsError, match="duplicate column"):
+        await records.open()
+    await records.close()
+    assert _dump(path) == before and before[0] == 3

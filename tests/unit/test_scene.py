@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellctl.config import resolve_profile, view_specs
+from cellctl.config import ViewSpec, resolve_profile
+from cellctl.sim.conditions import SEED
 from cellctl.sim.part import sample_part
 from cellctl.sim.scene import Renderer
 from cellctl.sim.sensor import to_bayer_rg8, to_rgb8
 from cellctl.sim.truth import view_labels
-from cellctl.vision import InvalidImage, prepare_batch, to_rgb
+from cellctl.vision import InvalidImage, model_input, tile_rgb, to_rgb
 from tests.conftest import PROFILES
 
 
@@ -19,11 +20,19 @@ def m8():
     return resolve_profile(PROFILES / "m8x40-hex.yaml", verify_model=False)
 
 
-def _render(profile, seed: int, part_seed: int, defective: bool):
-    part = sample_part(np.random.default_rng(part_seed), profile.profile.geometry, "p", defective)
+def _render(profile, seed: int, part_seed: int, defective: bool, conditions=None):
+    kw = {} if conditions is None else {"conditions": conditions}
+    part = sample_part(np.random.default_rng(part_seed), profile.profile.geometry, "p", defective, **kw)
     renderer = Renderer(seed)
     heads = [renderer.head_view(part, a).image for a in profile.profile.head_positions_deg]
     return part, heads, renderer.strip(part, 2048)
+
+
+def _views(profile) -> list[ViewSpec]:
+    """The seed's fixed views: each head frame whole, the shank in 4 tiles round the turn."""
+    heads = [ViewSpec(f"head@{a:g}", "head", i, 0, 0, 2464, 2056) for i, a in enumerate(profile.head_positions_deg)]
+    tiles = [ViewSpec(f"shank[r{r},c0]", "shank", -1, 196, 512 * r, 680, 512) for r in range(4)]
+    return heads + tiles
 
 
 def test_same_seed_renders_identical_pixels(m8):
@@ -42,16 +51,17 @@ def test_another_part_renders_other_pixels(m8):
 
 
 def test_indications_are_bright_and_labelled_in_the_views_that_show_them(m8):
-    for part_seed in range(20):
-        part, _, strip = _render(m8, seed=1, part_seed=part_seed, defective=True)
-        clean_part, _, clean_strip = _render(m8, seed=1, part_seed=part_seed, defective=False)
-        labels = view_labels(part, m8.profile, strip, m8.views)
+    views = _views(m8.profile)
+    for part_seed in range(12):
+        part, _, strip = _render(m8, seed=1, part_seed=part_seed, defective=True, conditions=SEED)
+        clean_part, _, clean_strip = _render(m8, seed=1, part_seed=part_seed, defective=False, conditions=SEED)
+        labels = view_labels(part, m8.profile, strip, views)
         assert any(labels), f"part {part_seed}: no view shows its {len(part.indications)} indications"
         for ind, pts in zip(part.indications, strip.points, strict=True):
             if ind.region == "shank":
                 x, y = pts[len(pts) // 2].astype(int)
                 assert strip.image[y, x] > clean_strip.image[y, x] + 60  # a bright line, not haze
-        assert not any(view_labels(clean_part, m8.profile, clean_strip, m8.views))
+        assert not any(view_labels(clean_part, m8.profile, clean_strip, views))
 
 
 def test_bayer_rg8_is_demosaiced_to_the_right_channels():
@@ -70,16 +80,17 @@ def test_region_is_cut_at_odd_offsets_without_breaking_the_mosaic():
     assert rgb[2:8, 2:8, 1].min() > 150  # the green block, not a shifted pattern
 
 
-def test_batch_has_one_normalised_input_per_view(m8):
+def test_model_input_is_one_normalised_tile(m8):
     _, heads, strip = _render(m8, seed=1, part_seed=3, defective=False)
-    prepared = prepare_batch(
-        [(to_bayer_rg8(h), "BayerRG8") for h in heads], (to_rgb8(strip.image), "RGB8"), m8.views, m8.profile.preprocess
-    )
-    batch = prepared.batch
-    assert np.allclose(prepared.brightness, batch.mean(axis=(1, 2, 3)), atol=1e-4)  # fixed: pixel / 255
-    assert batch.shape == (len(view_specs(m8.profile)), 3, 224, 224)
-    assert batch.dtype == np.float32 and batch.min() >= 0.0 and batch.max() <= 1.0
-    assert batch[:, 1].mean() > batch[:, 0].mean()  # green fluorescence
+    tiles = [
+        (to_bayer_rg8(heads[0]), "BayerRG8", ViewSpec("head@0", "head", 0, 976, 900, 512, 512)),
+        (to_rgb8(strip.image), "RGB8", ViewSpec("shank[r3,c0]", "shank", -1, 196, 1800, 680, 512)),  # wraps
+    ]
+    for data, fmt, view in tiles:
+        x = model_input(tile_rgb(data, fmt, view), m8.profile.preprocess)
+        assert x.shape == (3, 224, 224) and x.dtype == np.float32
+        assert x.min() >= 0.0 and x.max() <= 1.0
+        assert x[1].mean() > x[0].mean()  # green fluorescence
 
 
 def test_region_outside_the_image_is_an_invalid_image():

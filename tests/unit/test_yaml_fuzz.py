@@ -282,7 +282,7 @@ def test_boolean_is_not_a_number(profiles_copy, old, new, capsys):
     assert old in text or old == "  rows: 4"
     path.write_text(
         text.replace(old, new).replace(
-            "shank_tiles: {rows: 4, cols: 1}", "shank_tiles:\n    rows: &r true\n    cols: 1"
+            "shank_tile_px: {axis: 680, around: 512}", "shank_tile_px:\n    axis: &r true\n    around: 512"
         )
     )
     assert cli(["check", str(path)]) == 1
