@@ -1,17 +1,17 @@
 """The out-of-distribution guard that ships inside the model file.
 
-The student's pooled last feature map of a good view lies in a region the good training
-views fill; a view the model was never trained for (no part, wrong part, a blank, dark or
-noisy frame, another scene) lands elsewhere, and the model's low defect probability for it
-means nothing. The guard is the Mahalanobis distance of the pooled features from the mean of
-good views, computed by the ONNX graph itself as an extra output ``ood_score``, with its
+The student's pooled last feature map of a view like its training views (good surfaces and
+indications alike) lies in a region those views fill; a view the model was never trained for
+(no part, wrong part, a blank, dark or noisy frame, another scene) lands elsewhere, and the
+model's answer for it means nothing. The guard is the Mahalanobis distance of the pooled
+features from the mean of the fit views, computed by the ONNX graph itself as an extra output ``ood_score``, with its
 threshold and how it was set in the model's metadata. Being in the model file, it is covered
 by the profile's sha256 and cannot be lost or paired with the wrong model.
 
-A view is out of distribution when its score is above the threshold, or is not a number.
-What that may decide: it vetoes a PASS (RECHECK), never a REJECT. A view with an indication
-is far from the good views as well (every view the committed student scores >= 0.5 is far
-above the threshold): if an out-of-distribution view's defect score did not count, no
+A view is out of distribution when its score is above the threshold, or is not a number; its
+score then decides nothing and the part is RECHECK (cellctl.decision). The guard is fitted on
+good and defective views: fitted on good views only, it puts every view with an indication far
+above its threshold (every view the committed student scores >= 0.5, measured), and no
 defective part would ever be rejected.
 
 - :mod:`cellctl.ood.fit`: pooled features -> mean, whitening, threshold (numpy only).

@@ -1,4 +1,4 @@
-"""Fitting the guard: pooled features of good views -> mean, whitening, threshold.
+"""Fitting the guard: pooled features of the training distribution -> mean, whitening, threshold.
 
 The score of a view is the Mahalanobis distance sqrt((x - mu)^T S^-1 (x - mu)) of its pooled
 features x (the last feature map averaged over its positions, as the model's own head sees
@@ -8,12 +8,10 @@ features and a few thousand views the sample covariance alone is noisy in its sm
 eigenvalues, and singular when channels never fire (alpha: DEFAULT_SHRINKAGE). The graph
 computes the distance as the norm of (x - mu) W with W = S^-1/2.
 
-The fit and held-out views are views of good parts: the guard answers "is this like the
-surfaces the model calls good?". A view with an indication is far from them too (measured:
-every view the committed student scores >= 0.5 is far above the threshold), so the guard can
-only veto a PASS; a defect score must still REJECT.
+The fit and held-out views are what ``cellctl guard`` is given: views of good and defective
+parts, the model's training distribution (cellctl.ood says why not good ones alone).
 
-The threshold is set on other good views (held out, never fitted on): the smallest score
+The threshold is set on other views (held out, never fitted on): the smallest score
 that no more than a fraction ``far`` of them exceed. That fraction is the documented
 false-alarm rate per view; how many of the held-out views score above it is recorded too,
 with the upper confidence bound such a count allows.

@@ -36,7 +36,7 @@ FAR = 0.05  # the renders here are a few dozen views: a rate they can show
 
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Good parts only (the guard is fitted on good views), fit and holdout of other seeds."""
+    """Good parts (enough for the graph and the command), fit and holdout of other seeds."""
     root = tmp_path_factory.mktemp("ood")
     export_parts(root / "fit", PROFILE, None, parts=3, seed=4101, defect_rate=0.0)
     export_parts(root / "holdout", PROFILE, None, parts=3, seed=4102, defect_rate=0.0)
