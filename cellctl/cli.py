@@ -29,6 +29,7 @@ from cellctl.commands.args import (
 )
 from cellctl.commands.bridge import add_parser as add_bridge_parser
 from cellctl.commands.guard import add_parser as add_guard_parser
+from cellctl.commands.verdict import add_parser as add_verdict_parser
 from cellctl.logs import configure
 
 # command -> "module:function(args) -> exit code"; imported only when used
@@ -44,6 +45,7 @@ COMMANDS = {
     "bridge": "cellctl.commands.bridge:main",
     "keys": "cellctl.commands.keys:main",
     "guard": "cellctl.commands.guard:main",
+    "verdict": "cellctl.commands.verdict:main",
 }
 
 
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=positive_int, default=50, help="timed rounds, >= 1 (default 50)")
     add_bridge_parser(sub)
     add_guard_parser(sub)
+    add_verdict_parser(sub)
     p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")

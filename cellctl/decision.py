@@ -44,16 +44,19 @@ def decide(
     threshold: float,
     fault: Fault | None = None,
     problems: Sequence[str] = (),
+    recheck_threshold: float | None = None,
 ) -> Decision:
     """REJECT if a trusted view scores at or above the threshold (a defect seen is a defect,
     whatever else failed); else RECHECK on a fault, a part-level problem (not located, not
-    covered), a view the guard does not trust, or a missing score; else PASS.
+    covered), a view the guard does not trust, a missing score, or a trusted view in the grey
+    zone (at or above ``recheck_threshold``: the model is not sure either way); else PASS.
 
     A view the guard does not trust (invariants broken, out of the model's distribution)
     decides nothing either way: a glare spot the model calls a crack is no defect seen, so
     the part goes to a person (RECHECK), not to the reject bin. The guard is fitted on good and
     defective training views alike, so an indication is not out of distribution by itself.
     """
+    grey = threshold if recheck_threshold is None else recheck_threshold
     finite = [(v.score, v.name) for v in views if v.score is not None and math.isfinite(v.score)]
     worst = max(finite, default=None)
     max_score, worst_view = (worst[0], worst[1]) if worst else (None, None)
@@ -68,7 +71,11 @@ def decide(
         for v in views
         if not v.trusted
     ]
-    reasons = [*problems, *untrusted]
+    unsure = sorted(
+        ((v.score, v.name) for v in views if v.trusted and v.score is not None and v.score >= grey), reverse=True
+    )
+    uncertain = [f"{name}: p={score:.3f}, not clear of {grey:g}" for score, name in unsure]
+    reasons = [*problems, *untrusted, *uncertain]
     if reasons:
         more = f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else ""
         return Decision(Outcome.RECHECK, "; ".join(reasons[:MAX_REASONS]) + more, max_score, worst_view)

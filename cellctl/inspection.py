@@ -207,7 +207,8 @@ def _judge(plan: _Plan, rp: ResolvedProfile, model: Model) -> Inspection:
         ViewResult(t.spec.name, t.spec.kind, s, d, problem or _ood_problem(d, model.ood_threshold))
         for t, s, d, problem in zip(plan.tiles, scores, oods, invariant, strict=True)
     )
-    decision = decide(views, rp.profile.decision.threshold, fault, plan.problems)
+    settings = rp.profile.decision
+    decision = decide(views, settings.threshold, fault, plan.problems, settings.recheck_threshold)
     timings = {"prepare": (t1 - plan.started_s) * 1e3, "infer": (time.monotonic() - t1) * 1e3}
     return Inspection(
         views,

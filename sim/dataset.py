@@ -19,6 +19,7 @@ import numpy as np
 
 from cellctl.config import ResolvedProfile, ViewSpec
 from cellctl.inspection import Frame, image_tiles, model_inputs
+from cellctl.sim.conditions import DEFAULT, Conditions
 from cellctl.sim.export import Shots, sample_parts, shoot
 from cellctl.sim.scene import Renderer
 from cellctl.sim.truth import head_relevant, strip_relevant, tile_label
@@ -51,11 +52,11 @@ def labelled_tiles(shots: Shots, rp: ResolvedProfile) -> Iterator[LabelledTiles]
     yield LabelledTiles("shank", tiles, labels, model_inputs(frame, tiles, rp))
 
 
-def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rp, seed, count, defect_rate = args
+def _tensors(args: tuple[ResolvedProfile, int, int, float, Conditions]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rp, seed, count, defect_rate, conditions = args
     renderer = Renderer(seed)
     xs, ys, kinds = [], [], []
-    for part in sample_parts(rp, seed, count, defect_rate):
+    for part in sample_parts(rp, seed, count, defect_rate, conditions):
         shots = shoot(renderer, rp, part)
         for lt in labelled_tiles(shots, rp):
             keep = [i for i, y in enumerate(lt.labels) if y is not None]  # ambiguous tiles teach nothing
@@ -66,13 +67,18 @@ def _tensors(args: tuple[ResolvedProfile, int, int, float]) -> tuple[np.ndarray,
 
 
 def build_tensors(
-    profiles: list[ResolvedProfile], seed: int, parts_per_profile: int, defect_rate: float, workers: int = 2
+    profiles: list[ResolvedProfile],
+    seed: int,
+    parts_per_profile: int,
+    defect_rate: float,
+    workers: int = 2,
+    conditions: Conditions = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 3, S, S) inputs, (N,) labels and (N,) is-head flags, rendered in ``workers``
     processes, deterministic for a seed."""
     chunk = 25
     jobs = [
-        (rp, seed * 100_003 + k * 1_009 + j, min(chunk, parts_per_profile - j * chunk), defect_rate)
+        (rp, seed * 100_003 + k * 1_009 + j, min(chunk, parts_per_profile - j * chunk), defect_rate, conditions)
         for k, rp in enumerate(profiles)
         for j in range((parts_per_profile + chunk - 1) // chunk)
     ]

@@ -87,9 +87,11 @@ class SimRobot:
         plan: FaultPlan | None = None,
         other_profile: str | None = None,
         conditions: Conditions = DEFAULT,
+        min_indication: tuple[float, float] = (1.0, 30.0),  # the profile's (length mm, contrast): the truth
     ) -> None:
         self._cell = cell
         self._conditions = conditions
+        self._min_length_mm, self._min_contrast = min_indication
         self._clock = clock
         self._geometry = geometry
         self._profile = profile
@@ -218,7 +220,15 @@ class SimRobot:
         number = len(self.fed) + 1
         part_id = f"P{number:05d}"
         defective = bool(self._rng.random() < self._defect_rate)
-        part = sample_part(self._rng, self._geometry, part_id, defective, conditions=self._conditions)
+        part = sample_part(
+            self._rng,
+            self._geometry,
+            part_id,
+            defective,
+            conditions=self._conditions,
+            min_length_mm=self._min_length_mm,
+            min_contrast=self._min_contrast,
+        )
         fault = self._plan.fault_for(number)
         if fault is not None or self._isolating:
             await self._quiet()  # a faulted part is alone in the cell

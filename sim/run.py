@@ -317,6 +317,8 @@ async def simulate(
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(_interruptible(stop, interrupted))
 
+        ins = profiles[profile].profile.inspection
+
         async def start_robot(side: Any) -> tuple[SimRobot, SimBridge]:
             robot = SimRobot(
                 side,
@@ -329,6 +331,7 @@ async def simulate(
                 plan=plan,
                 other_profile=others[0] if others else None,
                 conditions=PRESETS[args.conditions] if getattr(args, "conditions", None) else DEFAULT,
+                min_indication=(ins.min_indication_length_mm, ins.min_indication_contrast),
             )
             bridge = await _start_bridge(
                 stack, endpoint, robot, via_bridge, cell_cfg.cell_id, (bridge_public, bridge_secret, cell_public), args

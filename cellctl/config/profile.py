@@ -111,6 +111,19 @@ class DecisionSettings(SettingsModel):
     threshold: float = Field(
         default=0.5, gt=0.0, lt=1.0, description="a view with defect probability >= this rejects the part"
     )
+    # the grey zone of NDT practice: an indication near the acceptance limit goes to a person
+    recheck_threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="a view scoring >= this but below threshold sends the part to RECHECK; unset: no grey zone",
+    )
+
+    @model_validator(mode="after")
+    def verify_band(self) -> DecisionSettings:
+        if self.recheck_threshold is not None and self.recheck_threshold > self.threshold:
+            raise ValueError("recheck_threshold must not exceed threshold")
+        return self
 
 
 class SimGeometry(SettingsModel):

@@ -20,7 +20,7 @@ import structlog
 from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, decide
 from cellctl.fault import Fault, Step
-from cellctl.inspection import OOD_PREFIX, Inspection, Model, inspect_part
+from cellctl.inspection import Inspection, Model, inspect_part
 from cellctl.outcome import Outcome
 from cellctl.pipeline.acquire import Acquisition
 
@@ -49,11 +49,6 @@ class PartResult:
     request_id: str | None  # the request the part answered; None for a part of older records
     profile_sha256: str | None  # of the profile file the part was judged under; None if none
     evidence: dict[str, Any] = field(default_factory=dict)  # see evidence(): coverage, ood, problems
-
-    @property
-    def out_of_distribution(self) -> int:
-        """Views the guard found out of the model's distribution."""
-        return sum(1 for p in self.evidence.get("view_problems", {}).values() if p.startswith(OOD_PREFIX))
 
     @classmethod
     def not_inspected(

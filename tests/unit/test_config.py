@@ -85,6 +85,13 @@ def _line(path: Path, needle: str) -> int:
         ),
         ("  threshold: 0.5", "  threshold: high", "decision.threshold", "threshold: high", "valid number"),
         (
+            "  threshold: 0.5",
+            "  threshold: 0.5\n  recheck_threshold: 0.7",
+            "decision",
+            "decision:",
+            "recheck_threshold must not exceed threshold",
+        ),
+        (
             "head_positions_deg: [0, 90, 180, 270]",
             "head_positions_deg: [0, 180, 90]",
             "head_positions_deg",

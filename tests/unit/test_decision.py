@@ -66,3 +66,13 @@ def test_part_level_problems_block_a_pass_and_are_named_counted_beyond_three():
 
 def test_a_fault_renders_once_from_an_exception_without_a_message():
     assert Fault.of(Step.INFER, RuntimeError()).reason == "infer: RuntimeError"
+
+
+def test_the_grey_zone_sends_an_unsure_part_to_recheck_naming_the_view():
+    d = decide(views(0.01, 0.3, 0.12), 0.5, recheck_threshold=0.1)
+    assert d.outcome is Outcome.RECHECK
+    assert d.reason.startswith("head@90: p=0.300") and "shank[r0,c0]: p=0.120" in d.reason
+    assert decide(views(0.01, 0.09, 0.02), 0.5, recheck_threshold=0.1).outcome is Outcome.PASS
+    assert decide(views(0.01, 0.6, 0.3), 0.5, recheck_threshold=0.1).outcome is Outcome.REJECT
+    # without a grey zone the same scores pass, as before
+    assert decide(views(0.01, 0.3, 0.12), 0.5).outcome is Outcome.PASS

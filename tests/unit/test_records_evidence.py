@@ -107,7 +107,8 @@ async def test_a_recorded_parts_evidence_reads_back_equal_with_non_finite_number
         latency_ms=1.0,
     )
     await records.add(Record(verdict, result.scores, result.timings_ms, result.evidence))
-    assert result.decision.outcome is Outcome.RECHECK and result.out_of_distribution == 1
+    assert result.decision.outcome is Outcome.RECHECK
+    assert guard_findings(result.evidence, result.decision.outcome)["ood_views"] == 1
     assert await records.evidence(seq) == {
         "coverage": {"head": 1.0, "shank": None},  # NaN: JSON has none
         "ood": {"head@0": 3.25, "head@90": None, "shank[r0,c0]": 41.5},
