@@ -29,8 +29,10 @@ from typing import Any
 
 import structlog
 
-from cellctl.config import CellConfig, ConfigError, ResolvedProfile, load_profiles
+from cellctl.captures.capturer import Capturer
+from cellctl.config import CellConfig, ConfigError, ResolvedProfile, cell_relative, load_profiles
 from cellctl.devices import CellDevices
+from cellctl.drivers import CellError
 from cellctl.fault import Fault, Step
 from cellctl.inference import OnnxInferencer
 from cellctl.inspection import Model
@@ -107,6 +109,7 @@ class Cell:
         self.loop_lag = LoopLagMonitor()
         self.inferencers: dict[ModelKey, Model] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.capturer = _capturer(config, config_path)
         self.pipeline = Pipeline(
             config,
             profiles,
@@ -118,6 +121,7 @@ class Cell:
             self.state,
             self._executor,
             self.reload,
+            self.capturer,
         )
         self._stack = contextlib.AsyncExitStack()
 
@@ -139,6 +143,12 @@ class Cell:
         await self.records.open()
         if self.hooks.records_opened is not None:
             self.hooks.records_opened(self.records)
+        if self.capturer is not None:
+            self._stack.callback(self.capturer.close)
+            try:
+                await self.capturer.open()
+            except OSError as exc:
+                raise CellError(f"captures: cannot use {self.capturer.store.root}: {exc.strerror or exc}") from exc
         self._stack.push_async_callback(self.devices.close)
         await self.devices.connect(self.config.timeouts.connect_s)
         await self.devices.start(self.config.timeouts)
@@ -194,6 +204,7 @@ class Cell:
             # since start: views and parts out of distribution, parts RECHECK for a part not
             # located or too little surface covered (cellctl.pipeline.publish.guard_findings)
             "guard": dict(self.publisher.guard),
+            "captures": self.capturer.health() if self.capturer is not None else None,
         }
 
     # ------------------------------------------------------------------ steps
@@ -302,3 +313,12 @@ class Cell:
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def _capturer(config: CellConfig, config_path: Path | None) -> Capturer | None:
+    """The learning loop's capture store, if the cell config asks for one (storage.captures)."""
+    settings = config.storage.captures
+    if settings is None:
+        return None
+    root = cell_relative(config_path, settings.dir) if config_path is not None else Path(settings.dir)
+    return Capturer(root, settings, config.cell_id)

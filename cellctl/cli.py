@@ -2,15 +2,17 @@
 
 Every path ends in one clear line: a usage error is ``error: ...`` and exit 2 (no usage
 dump), a config error one ``error: file:line: field: message`` per problem and exit 2, an
-unexpected exception ``error: internal error: ...`` and exit 70, Ctrl-C exit 130. Exit codes
-(README, "CLI"): 0 ok, 1 check/devices found problems or sim lost verdicts, 2 usage or
-config error, 3 a device failed at run start, 70 internal error, 130 interrupted.
+unexpected exception ``error: internal error: ...`` and exit 70, Ctrl-C exit 130, the reader
+of stdout gone (``| head``) a quiet exit 141 as a shell reports SIGPIPE. Exit codes (README,
+"CLI"): 0 ok, 1 check/devices found problems or sim lost verdicts, 2 usage or config error,
+3 a device failed at run start, 70 internal error, 130 interrupted, 141 stdout closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -25,9 +27,11 @@ from cellctl.commands.args import (
     non_negative_int,
     output_dir,
     output_file,
+    positive_float,
     positive_int,
 )
 from cellctl.commands.bridge import add_parser as add_bridge_parser
+from cellctl.commands.captures import add_parser as add_captures_parser
 from cellctl.commands.guard import add_parser as add_guard_parser
 from cellctl.commands.verdict import add_parser as add_verdict_parser
 from cellctl.logs import configure
@@ -46,11 +50,13 @@ COMMANDS = {
     "keys": "cellctl.commands.keys:main",
     "guard": "cellctl.commands.guard:main",
     "verdict": "cellctl.commands.verdict:main",
+    "captures": "cellctl.commands.captures:main",
 }
 
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 
@@ -104,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--records", type=output_file, default=None, help="keep the SQLite records here (default: temporary)"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--captures",
+        type=output_dir,
+        default=None,
+        metavar="DIR",
+        help="keep the learning loop's captures in DIR (storage.captures on, its other fields from the config)",
+    )
+    p.add_argument(
+        "--captures-budget-mb",
+        type=positive_float,
+        default=None,
+        metavar="MB",
+        help="with --captures: the store's disk budget (default: the config's, else 2048)",
+    )
     p.add_argument(
         "--faults",
         default="",
@@ -192,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bridge_parser(sub)
     add_guard_parser(sub)
     add_verdict_parser(sub)
+    add_captures_parser(sub)
     p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")
@@ -210,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help and --version leave by SystemExit: their text is flushed here too
+            sys.stdout.flush()  # here, not at exit, where a closed pipe can no longer be caught
+    except BrokenPipeError:
+        # the reader went away (`cellctl verdict --json | head`): not an error of ours, and
+        # Python would print one at exit when it flushes stdout again, so point stdout at
+        # /dev/null (the recipe of the signal module's docs) and leave as `yes | head` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # logs go to stderr, so stdout carries only what a command prints (e.g. --json);
     # `run` and `sim` set their own format and default level
@@ -220,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
         return _failed(exc, args.log_level == "debug")
 

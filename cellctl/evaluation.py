@@ -32,12 +32,13 @@ from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, ViewResult
 from cellctl.inspection import Frame, Inspection, Model, inspect_image, inspect_part
 from cellctl.outcome import Outcome
-from cellctl.vision.images import labelled_images, read_camera_image
+from cellctl.vision.images import image_files, labelled_images, read_camera_image
 from cellctl.vision.preprocess import InvalidImage
 
 CALLED = {Outcome.PASS: "good", Outcome.REJECT: "defect", Outcome.RECHECK: "recheck"}
 LABELS = ("good", "defect")
 PARTS = "parts"  # the folder of the parts layout under DIR
+UNLABELLED = "unlabelled"  # beside good/ and defect/: a capture export waiting to be sorted
 STRIP_FILE = "strip.png"
 _HEAD_ANGLE = re.compile(r"(?:^|_)head(-?\d+(?:\.\d+)?)$")  # "<part>_head90" -> 90
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -160,11 +161,18 @@ def part_folders(root: Path) -> list[tuple[Path, str]]:
     ]
 
 
+def _unsorted(root: Path, *kinds: str) -> str:
+    """A hint when the only items wait in ``unlabelled/`` (a capture export not yet sorted)."""
+    folders = [root / k / UNLABELLED for k in kinds]
+    waiting = sum(len(image_files(f)) + sum(p.is_dir() for p in f.iterdir()) for f in folders if f.is_dir())
+    return f" ({waiting} waiting in unlabelled/: sort them into good/ and defect/ first)" if waiting else ""
+
+
 def evaluate(rp: ResolvedProfile, model: Model, root: Path) -> dict[str, Any]:
     """The images layout: per kind and in total. FileNotFoundError if it holds no images."""
     items = labelled_images(root)
     if not items:
-        hint = f" (it has {PARTS}/: use --parts)" if part_folders(root) else ""
+        hint = f" (it has {PARTS}/: use --parts)" if part_folders(root) else _unsorted(root, "head", "shank")
         raise FileNotFoundError(f"no images under {root}/{{head,shank}}/{{good,defect}}/{hint}")
     judged = [
         judge_image(path, kind, "defect" if defective else "good", root, rp, model) for path, kind, defective in items
@@ -176,7 +184,7 @@ def evaluate_parts(rp: ResolvedProfile, model: Model, root: Path) -> dict[str, A
     """The parts layout: one outcome per part. FileNotFoundError if it holds no part folders."""
     folders = part_folders(root)
     if not folders:
-        raise FileNotFoundError(f"no part folders under {root}/{PARTS}/{{good,defect}}/")
+        raise FileNotFoundError(f"no part folders under {root}/{PARTS}/{{good,defect}}/{_unsorted(root, PARTS)}")
     judged = [judge_part(folder, truth, root, rp, model) for folder, truth in folders]
     return report(rp, model, "parts", judged, ("part",))
 

@@ -14,8 +14,8 @@ stops the cell as SIGTERM does. Logs are JSON lines in the file the spec names.
 
 SPEC.json: ``config``, ``records``, ``endpoint``, ``seed``, ``time_scale``, ``timeouts`` (step
 overrides), ``link`` (robot link settings over the config's: the run's CURVE keys, the sim's
-short heartbeat and delivery deadline), ``link_dir`` (stable emulator paths), ``log`` (file),
-``log_level``.
+short heartbeat and delivery deadline), ``captures`` (the capture store's settings, or null),
+``link_dir`` (stable emulator paths), ``log`` (file), ``log_level``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from cellctl.config import CellConfig, ResolvedProfile, load_cell, load_profiles
+from cellctl.config import CaptureSettings, CellConfig, ResolvedProfile, load_cell, load_profiles
 from cellctl.logs import configure
 from cellctl.sim.emulated import serve_emulated
 from cellctl.sim.injector import FaultInjector
@@ -43,15 +43,24 @@ log = structlog.get_logger("cellctl.sim.daemon")
 
 
 def sim_cell(
-    config_path: Path, endpoint: str, timeouts: dict[str, float] | None, link: dict[str, Any] | None = None
+    config_path: Path,
+    endpoint: str,
+    timeouts: dict[str, float] | None,
+    link: dict[str, Any] | None = None,
+    captures: dict[str, Any] | None = None,
 ) -> tuple[CellConfig, dict[str, ResolvedProfile]]:
     """The cell config ``cellctl sim`` runs: the robot on ``endpoint`` with the ``link`` settings
-    (keys, heartbeat, deadline: validated like the YAML), step timeouts overridden."""
+    (keys, heartbeat, deadline: validated like the YAML), step timeouts overridden, and the
+    capture store on with ``captures`` (``--captures``: its dir and budget over the config's)."""
     cell_cfg = load_cell(config_path)
     profiles = load_profiles(config_path, cell_cfg)
     robot = type(cell_cfg.robot).model_validate({**cell_cfg.robot.model_dump(), **(link or {}), "endpoint": endpoint})
+    storage = cell_cfg.storage
+    if captures is not None:
+        before = storage.captures.model_dump() if storage.captures is not None else {}
+        storage = storage.model_copy(update={"captures": CaptureSettings.model_validate({**before, **captures})})
     cell_cfg = cell_cfg.model_copy(
-        update={"robot": robot, "timeouts": cell_cfg.timeouts.model_copy(update=timeouts or {})}
+        update={"robot": robot, "timeouts": cell_cfg.timeouts.model_copy(update=timeouts or {}), "storage": storage}
     )
     return cell_cfg, profiles
 
@@ -87,7 +96,9 @@ async def serve(spec: dict[str, Any]) -> int:
     from cellctl.app import Cell  # the composition root of `cellctl run`
 
     config_path = Path(spec["config"])
-    cell_cfg, profiles = sim_cell(config_path, spec["endpoint"], spec.get("timeouts"), spec.get("link"))
+    cell_cfg, profiles = sim_cell(
+        config_path, spec["endpoint"], spec.get("timeouts"), spec.get("link"), spec.get("captures")
+    )
     world = SimWorld(
         seed=spec["seed"],
         time_scale=spec["time_scale"],

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from cellctl.sim.part import SimPart, sample_part
 from cellctl.sim.scene import FRAME_SHAPE, HeadRender, Renderer, StripRender
 from cellctl.sim.sensor import encode
 from cellctl.sim.truth import head_relevant, strip_relevant, tile_label
-from cellctl.vision.images import write_camera_image
+from cellctl.vision.images import link_or_copy, write_camera_image
 
 
 @dataclass(frozen=True)
@@ -111,26 +110,16 @@ def export_shots(out: Path, rp: ResolvedProfile, shots: Shots) -> Counter[str]:
         sub = "left_out" if label is None else "defect" if label else "good"
         counts[f"head/{sub}"] += 1
         if label is not None:
-            _link(path, out / "head" / sub / f"{part.part_id}_{Path(head_file(angle)).stem}.png")
+            link_or_copy(path, out / "head" / sub / f"{part.part_id}_{Path(head_file(angle)).stem}.png")
     write_camera_image(folder / STRIP_FILE, *shots.strip)
     label = strip_label(shots, rp)
     sub = "left_out" if label is None else "defect" if label else "good"
     counts[f"shank/{sub}"] += 1
     if label is not None:
-        _link(folder / STRIP_FILE, out / "shank" / sub / f"{part.part_id}_strip.png")
+        link_or_copy(folder / STRIP_FILE, out / "shank" / sub / f"{part.part_id}_strip.png")
     record = {**part.to_json(), "relevant": list(relevance), "defective": truth == "defect"}
     (folder / "part.json").write_text(json.dumps(record, indent=1) + "\n")
     return counts
-
-
-def _link(source: Path, dest: Path) -> None:
-    """``dest`` as a hard link to ``source`` (no second copy of a 5 MP frame), else a copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.unlink(missing_ok=True)
-    try:
-        os.link(source, dest)
-    except OSError:  # a file system without hard links
-        dest.write_bytes(source.read_bytes())
 
 
 def sample_parts(

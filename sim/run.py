@@ -33,6 +33,8 @@ import zmq.auth
 
 from cellctl.bridge.auth import BridgeAuth
 from cellctl.bridge.robot import RobotSide
+from cellctl.captures.capturer import MB
+from cellctl.captures.store import captures as stored_captures
 from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem
 from cellctl.logs import configure
@@ -280,7 +282,8 @@ async def simulate(
         "bridge_public_key": bridge_public.decode(),
         "secret_key_file": str(secret_file),
     }
-    cell_cfg, profiles = sim_cell(config_path, endpoint, timeouts, link)
+    capture_settings = _captures(args)
+    cell_cfg, profiles = sim_cell(config_path, endpoint, timeouts, link, capture_settings)
     profile = args.profile or cell_cfg.default_profile
     if profile not in profiles:
         raise ConfigError(
@@ -349,6 +352,7 @@ async def simulate(
                 "time_scale": args.time_scale,
                 "timeouts": timeouts or {},
                 "link": link,
+                "captures": capture_settings,
                 "link_dir": str(workdir),
                 "log": str(log_path),
                 "log_level": getattr(args, "log_level", None) or "info",
@@ -405,8 +409,26 @@ async def simulate(
     uninspected, per_fault = fault_figures(robot, records)
     meta.update(passed_uninspected=uninspected, faults=per_fault, interrupted=bool(interrupted), timed_out=timed_out)
     meta.update(guard_figures(records))
+    if cell_cfg.storage.captures is not None and capture_settings is not None:
+        meta["captures"] = capture_figures(Path(capture_settings["dir"]), cell_cfg.storage.captures.budget_mb)
     meta.update(link_figures.link_summary(robot, bridge, bridge_health, cell_view, records))
     return summarize(robot, elapsed, meta)
+
+
+def _captures(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--captures DIR [--captures-budget-mb MB]`` as storage.captures fields, or None."""
+    folder = getattr(args, "captures", None)
+    if folder is None:
+        return None
+    budget = getattr(args, "captures_budget_mb", None)
+    return {"dir": str(Path(folder).resolve()), **({"budget_mb": budget} if budget is not None else {})}
+
+
+def capture_figures(root: Path, budget_mb: float) -> dict[str, Any]:
+    """What the store holds after the run, read from disk (the daemon may have been a child)."""
+    kept = list(stored_captures(root))
+    size = sum(f.stat().st_size for c in kept for f in c.iterdir() if f.is_file())
+    return {"dir": str(root), "parts": len(kept), "bytes": size, "budget_bytes": int(budget_mb * MB)}
 
 
 async def _start_bridge(

@@ -12,6 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -143,3 +144,22 @@ def output_dir(path: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"{existing} is a file, so {text} cannot be a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {existing}")
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_AGE_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str) -> datetime:
+    """A point in time: ISO 8601 (``2026-12-06``, ``2026-12-06T08:00``, UTC unless it names
+    its offset) or an age back from now (``30m``, ``12h``, ``7d``); returned aware, in UTC."""
+    age = _AGE.match(text.strip())
+    if age:
+        return datetime.now(UTC) - timedelta(seconds=float(age.group(1)) * _AGE_S[age.group(2)])
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (ISO 8601 such as 2026-12-06T08:00, or an age such as 30m, 12h, 7d)"
+        ) from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)

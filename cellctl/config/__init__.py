@@ -1,6 +1,14 @@
 """Cell config and part profiles: pydantic models, YAML loading with lines, resolving."""
 
-from cellctl.config.cell import CellConfig, Devices, RobotLink, RobotLinkSettings, Storage, Timeouts
+from cellctl.config.cell import (
+    CaptureSettings,
+    CellConfig,
+    Devices,
+    RobotLink,
+    RobotLinkSettings,
+    Storage,
+    Timeouts,
+)
 from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
 from cellctl.config.preflight import emulated_devices, preflight, records_problem, verify_models
 from cellctl.config.profile import (
@@ -29,6 +37,7 @@ from cellctl.config.resolve import (
 
 __all__ = [
     # models
+    "CaptureSettings",
     "CellConfig",
     "Devices",
     "PartProfile",

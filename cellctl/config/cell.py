@@ -97,9 +97,38 @@ class Timeouts(SettingsModel):
     inference_s: float = Field(default=5.0, gt=0.0, le=120.0, description="preprocess + infer all views")
 
 
+class CaptureSettings(SettingsModel):
+    """The capture store of the learning loop (README, "Learning loop"): the parts whose views
+    teach a retrained student most, kept on disk within a budget, oldest dropped first."""
+
+    dir: SafePath = Field(
+        default="/var/lib/cellctl/captures", description="folder of the store, relative to the config file"
+    )
+    budget_mb: float = Field(
+        default=2048.0, gt=0.0, le=10_000_000.0, allow_inf_nan=False, description="disk the store may use, MB"
+    )
+    score_band: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="capture a part with a view scored within this of the profile's threshold",
+    )
+    sample_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of the other PASS and REJECT parts kept as a random sample",
+    )
+
+
 class Storage(SettingsModel):
     records_db: SafePath = Field(
         default="/var/lib/cellctl/records.db", description="SQLite file, relative to the config file"
+    )
+    captures: CaptureSettings | None = Field(
+        default=None, description="the learning loop's capture store; absent or null: no captures"
     )
 
 

@@ -58,6 +58,7 @@ def preflight(config_path: Path, *, allow_emulated: bool = False) -> tuple[CellC
     problems = verify_devices(config_path, data, cell, allow_emulated=allow_emulated)
     if not emulated_devices(cell):
         problems += verify_records(config_path, data, cell)
+        problems += verify_captures(config_path, data, cell)
         problems += verify_link_keys(config_path, data, cell)
     profiles: dict[str, ResolvedProfile] = {}
     try:
@@ -137,17 +138,37 @@ def records_problem(db: Path) -> str | None:
             return f"{db} is a directory, not a database file"
         if db.exists():
             return _sqlite_writable(db)
-        folder = db.parent
+    except OSError as exc:
+        return f"cannot create {db}: {exc.strerror or exc}"
+    return folder_problem(db.parent, db)
+
+
+def folder_problem(folder: Path, what: Path) -> str | None:
+    """Why ``what`` in ``folder`` could not be created (None if it can): a scratch file is made
+    and removed in ``folder``, or in its nearest existing parent (the daemon creates the rest)."""
+    try:
         while not folder.exists():
             folder = folder.parent
         if not folder.is_dir():
-            return f"cannot create {db}: {folder} is a file, not a folder"
+            return f"cannot create {what}: {folder} is a file, not a folder"
         fd, scratch = tempfile.mkstemp(prefix=".cellctl-check-", dir=folder)
         os.close(fd)
         os.unlink(scratch)
     except OSError as exc:
-        return f"cannot create {db}: {exc.strerror or exc}"
+        return f"cannot create {what}: {exc.strerror or exc}"
     return None
+
+
+def verify_captures(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
+    """With ``storage.captures``: its folder can be created and written (the daemon opens it
+    at start and refuses to start without it)."""
+    if cell.storage.captures is None:
+        return []
+    folder = cell_relative(path, cell.storage.captures.dir)
+    message = f"{folder} is a file, not a folder" if folder.is_file() else folder_problem(folder, folder)
+    if message is None:
+        return []
+    return [Problem(str(path), line_of(data, "storage.captures.dir"), "storage.captures.dir", message)]
 
 
 def _sqlite_writable(db: Path) -> str | None:

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,6 +27,9 @@ from cellctl.pipeline.acquire import Acquisition, acquire, acquisition_budget_s,
 from cellctl.pipeline.analyse import ModelKey, PartResult, analyse
 from cellctl.pipeline.publish import DurableWriter, Publisher
 from cellctl.state import CellState, Phase
+
+if TYPE_CHECKING:  # the capturer imports the pipeline's types
+    from cellctl.captures.capturer import Capturer
 
 log = structlog.get_logger("cellctl.pipeline")
 
@@ -46,6 +50,7 @@ class Pipeline:
         state: CellState,
         executor: Executor,
         reload: Callable[[], Awaitable[object]],
+        capturer: Capturer | None = None,
     ) -> None:
         self.config = config
         self.profiles = profiles  # replaced whole by a reload, never edited in place
@@ -58,6 +63,7 @@ class Pipeline:
         self.executor = executor
         self.reload = reload  # validates and swaps in a new profile set; only ever between parts
         self.reload_requested = asyncio.Event()
+        self.capturer = capturer  # the learning loop's store; None: nothing is kept
         self.current: ResolvedProfile | None = None  # the profile the devices are set up for
         self.last_accepted: str | None = None
 
@@ -221,6 +227,11 @@ class Pipeline:
                     error=str(exc),
                     exc_info=True,
                 )
+            if self.capturer is not None:  # after the verdict is on its way: never delays it
+                try:
+                    self.capturer.offer(acq, result)
+                except Exception as exc:
+                    log.error("capture.error", **acq.ids(), error=str(exc), exc_info=True)
 
 
 async def _first(work: Awaitable[object], stopping: Awaitable[object]) -> object | None:

@@ -9,6 +9,8 @@ such rather than as a decoder's complaint.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -68,6 +70,16 @@ def write_camera_image(path: Path, data: np.ndarray, pixel_format: str) -> None:
     out = cv2.cvtColor(data, cv2.COLOR_RGB2BGR) if pixel_format == "RGB8" else data
     if not cv2.imwrite(str(path), out, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"cannot write {path}")
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``source`` (no second copy of a 5 MP frame), else a copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:  # a file system without hard links, or another one
+        shutil.copyfile(source, dest)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -3,6 +3,7 @@ never a traceback, a hang or a silent wrong answer."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,21 @@ def test_sim_accepts_faults_argument():
 
     args = build_parser().parse_args(["sim", "--faults", "camera-timeout,disk-full"])
     assert args.faults == "camera-timeout,disk-full"
+
+
+# argparse's own --help swallows write errors itself (exit 0); a command's output is ours: 141
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["check", str(PROFILES / "m8x40-hex.yaml")], 141)])
+def test_a_closed_stdout_ends_quietly(argv: list[str], code: int) -> None:
+    """`cellctl ... | head` when head has already left: exit 141 as a shell reports SIGPIPE,
+    nothing on stderr. The read end is closed before the child starts, so every write it makes
+    fails: no race with the reader."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cellctl", *argv], stdout=write_end, stderr=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr == b""

@@ -4,6 +4,7 @@ fault, command, config field or refusal reason lands without its line in README.
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -20,6 +21,10 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     out: list[str] = []
     for name, info in model.model_fields.items():
         kind = info.annotation
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]  # `Model | None`: an optional section
+        if len(inner) == 1 and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            out.append(f"{prefix}{name}")
+            kind = inner[0]
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             out += _fields(kind, f"{prefix}{name}.")
         else:
