@@ -33,6 +33,7 @@ from cellctl.commands.args import (
 from cellctl.commands.bridge import add_parser as add_bridge_parser
 from cellctl.commands.captures import add_parser as add_captures_parser
 from cellctl.commands.guard import add_parser as add_guard_parser
+from cellctl.commands.train import add_parser as add_train_parser
 from cellctl.commands.verdict import add_parser as add_verdict_parser
 from cellctl.logs import configure
 
@@ -51,6 +52,7 @@ COMMANDS = {
     "guard": "cellctl.commands.guard:main",
     "verdict": "cellctl.commands.verdict:main",
     "captures": "cellctl.commands.captures:main",
+    "train": "cellctl.commands.train:main",
 }
 
 
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_guard_parser(sub)
     add_verdict_parser(sub)
     add_captures_parser(sub)
+    add_train_parser(sub)
     p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")

@@ -23,57 +23,9 @@ from torch import nn
 from cellctl.config import resolve_profile
 from cellctl.sim.conditions import PRESETS
 from cellctl.sim.dataset import build_tensors
+from cellctl.train.nets import ResNet, build, export, freeze_batch_norms, load_exported
 
 DEFAULT_PROFILES = ("m8x40-hex", "m12x80-hex")
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
-
-
-class ResNet18(nn.Module):
-    """The seed's student: torchvision's resnet18 layout (11.2 M parameters), one logit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
-        )
-        layers, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.layers(self.stem(x))
-        logit = self.fc(features.mean(dim=(2, 3))).squeeze(1)
-        return logit, features
-
-
-class Exported(nn.Module):
-    def __init__(self, net: ResNet18) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logit, features = self.net(image)
-        return torch.sigmoid(logit), features
 
 
 def augment(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -101,44 +53,6 @@ def augment(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return (xb + torch.randn_like(xb) * sigma).clamp(0.0, 1.0)
 
 
-def conv_bn_pairs(net: ResNet18) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """Every convolution with the batch norm after it, in the order the forward pass runs
-    them (the order the ONNX export writes its Conv nodes in)."""
-    pairs = [(net.stem[0], net.stem[1])]
-    for block in net.layers:
-        pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
-        if isinstance(block.down, nn.Sequential):
-            pairs.append((block.down[0], block.down[1]))
-    return pairs  # type: ignore[return-value]
-
-
-def load_exported(net: ResNet18, path: Path) -> None:
-    """Start from an exported student: the export folded each batch norm into its convolution
-    (weight and bias), so each conv takes the folded weight and its batch norm becomes a
-    shift by the folded bias (scale 1, mean 0, variance 1 - eps), kept frozen in training."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    pairs = conv_bn_pairs(net)
-    if len(convs) != len(pairs):
-        raise ValueError(f"{path}: {len(convs)} convolutions, the student has {len(pairs)}")
-    with torch.no_grad():
-        for node, (conv, bn) in zip(convs, pairs, strict=True):
-            w, b = weights[node.input[1]], weights[node.input[2]]
-            if w.shape != tuple(conv.weight.shape):
-                raise ValueError(f"{path}: conv {node.name} is {w.shape}, the student's is {tuple(conv.weight.shape)}")
-            conv.weight.copy_(torch.from_numpy(w.copy()))
-            bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(b.copy()))
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-        net.fc.weight.copy_(torch.from_numpy(weights["net.fc.weight"].copy()))
-        net.fc.bias.copy_(torch.from_numpy(weights["net.fc.bias"].copy()))
-
-
 def epoch_order(y: np.ndarray, rng: np.random.Generator, negatives_per_positive: float | None) -> np.ndarray:
     """The views of one epoch, shuffled: all of them, or every positive with a fresh random
     draw of negatives (``negatives_per_positive`` to each), so a CPU epoch stays short while
@@ -159,10 +73,10 @@ def train(
     init: Path | None = None,
     lr: float = 2e-3,
     negatives_per_positive: float | None = None,
-) -> ResNet18:
+) -> ResNet:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = ResNet18()
+    net = build("resnet18")
     if init is not None:
         load_exported(net, init)
     net = net.to(memory_format=torch.channels_last)
@@ -174,10 +88,7 @@ def train(
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(neg / max(pos, 1.0)))
     net.train()
     if init is not None:  # the folded batch norms stay what the export made them
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
-                module.requires_grad_(False)
+        freeze_batch_norms(net)
     for epoch in range(epochs):
         order, t0, total = epoch_order(y, rng, negatives_per_positive), time.monotonic(), 0.0
         for i in range(per_epoch):
@@ -194,20 +105,6 @@ def train(
             flush=True,
         )
     return net.eval()
-
-
-def export(net: ResNet18, out: Path, size: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        Exported(net).eval(),
-        (torch.zeros(1, 3, size, size),),
-        str(out),
-        input_names=["image"],
-        output_names=["defect_prob", "features"],
-        dynamic_axes={"image": {0: "n"}, "defect_prob": {0: "n"}, "features": {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

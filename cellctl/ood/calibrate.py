@@ -66,6 +66,11 @@ class Skipped:
             self.first.append(f"{path}: {'; '.join(problems)}")
 
 
+# what a guard is fitted or thresholded on: (key "profile/kind", N x 3 x S x S views), the
+# images it had to leave out counted in the Skipped it is given
+ViewSource = Callable[[Skipped], Iterator[tuple[str, np.ndarray]]]
+
+
 def good_views(rp: ResolvedProfile, root: Path, skipped: Skipped) -> Iterator[tuple[str, np.ndarray]]:
     """(kind, batch) of every labelled image under ``root`` that the daemon would score whole.
 
@@ -108,14 +113,24 @@ class _Runner:
         return np.concatenate(parts)
 
 
+def folder_views(sets: Sets) -> ViewSource:
+    """The views of every labelled image of every (profile, folder), keyed "profile/kind"."""
+
+    def views(skipped: Skipped) -> Iterator[tuple[str, np.ndarray]]:
+        for rp, root in sets:
+            for kind, batch in good_views(rp, root, skipped):
+                yield f"{rp.name}/{kind}", batch
+
+    return views
+
+
 def collect(
-    runner: _Runner, output: str, sets: Sets, reduce: Callable[[np.ndarray], np.ndarray], skipped: Skipped
+    runner: _Runner, output: str, views: ViewSource, reduce: Callable[[np.ndarray], np.ndarray], skipped: Skipped
 ) -> dict[str, np.ndarray]:
-    """``reduce(output)`` of every view of every (profile, folder), keyed "profile/kind"."""
+    """``reduce(output)`` of every view, by key."""
     found: dict[str, list[np.ndarray]] = {}
-    for rp, root in sets:
-        for kind, batch in good_views(rp, root, skipped):
-            found.setdefault(f"{rp.name}/{kind}", []).append(reduce(runner.run(output, batch)))
+    for key, batch in views(skipped):
+        found.setdefault(key, []).append(reduce(runner.run(output, batch)))
     if not found:
         raise Refused(f"none of the images can be scored whole; {'; '.join(skipped.first)}")
     return {key: np.concatenate(values) for key, values in found.items()}
@@ -130,7 +145,23 @@ def guard(
     alpha: float,
     threads: int,
 ) -> dict[str, Any]:
-    """Fit, threshold, write ``out``; the figures."""
+    """Fit on the --fit folders, threshold on the --holdout folders, write ``out``; the figures."""
+    profiles = [rp for rp, _ in fit]
+    return guard_views(model_path, out, folder_views(fit), folder_views(holdout), profiles, far, alpha, threads)
+
+
+def guard_views(
+    model_path: Path,
+    out: Path,
+    fit: ViewSource,
+    holdout: ViewSource,
+    profiles: list[ResolvedProfile],
+    far: float,
+    alpha: float,
+    threads: int,
+) -> dict[str, Any]:
+    """Fit, threshold, write ``out``; the figures. ``fit`` and ``holdout`` give the views
+    (folders for `cellctl guard`, a training split for `cellctl train`)."""
     import onnx
 
     from cellctl.inference import verify_model
@@ -164,10 +195,10 @@ def guard(
     if not np.isfinite(scores).all():
         raise Refused(f"{int((~np.isfinite(scores)).sum())} held-out views have a non-finite score")
     threshold = threshold_at(scores, far)
-    for key, value in guard_metadata(whitening, threshold, [rp.name for rp, _ in fit]).items():
+    for key, value in guard_metadata(whitening, threshold, [rp.name for rp in profiles]).items():
         set_metadata(model, key, value)
     onnx.save(model, str(out))
-    sizes = {rp.profile.preprocess.input_size_px for rp, _ in fit}
+    sizes = {rp.profile.preprocess.input_size_px for rp in profiles}
     problems = [p for size in sizes for p in verify_model(out, size)]
     if problems:  # the file must be one `cellctl check` accepts; anything else is a bug here
         raise RuntimeError(f"the guarded model {out} fails its own check: {'; '.join(problems)}")

@@ -1,0 +1,205 @@
+"""The student factory (`cellctl train`), with torch on the CPU: the split keeps parts whole,
+augmentation keeps inputs valid, an interrupted run resumes to the very model an
+uninterrupted one makes, the budget stops between epochs, and a tiny end-to-end run on
+simulator renders writes a package whose INT8 model `cellctl check` accepts, `cellctl eval`
+judges as the card says, and the simulated daemon runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cellctl.cli import main as cli
+from cellctl.config import file_sha256
+from cellctl.train.augment import AUGMENTATIONS, augment, parse_augment
+from cellctl.train.bags import Bags
+from cellctl.train.fit import Budget, FitConfig, Refused, fit
+from cellctl.train.items import Item, part_key
+from cellctl.train.split import SIDES, split_by_part
+from tests.conftest import PROFILES
+
+
+def items(parts: int, defective_every: int = 4, views: int = 5) -> list[Item]:
+    return [
+        Item("p", ((Path(f"/x/{k}_{v}.png"), "head"),), k % defective_every == 0 and v == 0, f"d:{k}", f"{k}_{v}")
+        for k in range(parts)
+        for v in range(views)
+    ]
+
+
+def test_the_split_keeps_each_part_on_one_side_and_deals_defects_to_every_side() -> None:
+    found = items(40)
+    split = split_by_part(found, (0.7, 0.15, 0.15), seed=3)
+    for key in {i.part_key for i in found}:
+        assert len({split.side_of[i.part_key] for i in found if i.part_key == key}) == 1
+    summary = split.summary(found)
+    assert sum(s["parts"] for s in summary.values()) == 40
+    assert summary["train"]["parts"] == 28 and summary["val"]["parts"] == summary["heldout"]["parts"] == 6
+    assert all(summary[s]["defect_items"] >= 1 for s in SIDES)  # 10 defective parts: each side some
+    assert split.side_of == split_by_part(found, (0.7, 0.15, 0.15), seed=3).side_of  # seeded
+    assert split.side_of != split_by_part(found, (0.7, 0.15, 0.15), seed=4).side_of
+    few = split_by_part(items(8, defective_every=4), (0.7, 0.15, 0.15), seed=0)  # 2 defective parts
+    assert {few.side_of[f"d:{k}"] for k in (0, 4)} <= set(SIDES)
+
+
+def test_part_keys_of_the_export_names() -> None:
+    assert part_key(Path("m8x40-hex-7-00012_head90.png")) == "m8x40-hex-7-00012"
+    assert (
+        part_key(Path("20261206T204209.885Z-0000000019-P00019_strip.png")) == "20261206T204209.885Z-0000000019-P00019"
+    )
+    assert part_key(Path("photo_0001.png")) == "photo_0001"  # no view suffix: a part of its own
+
+
+def test_augmentation_stays_in_range_and_can_be_switched_off() -> None:
+    x = torch.rand(6, 3, 32, 32)
+    rng = np.random.default_rng(0)
+    for name in AUGMENTATIONS:
+        y = augment(x, rng, frozenset({name}))
+        assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert not torch.equal(y, x), name
+    assert torch.equal(augment(x, rng, frozenset()), x)
+    assert parse_augment("all") == frozenset(AUGMENTATIONS) and parse_augment("none") == frozenset()
+    with pytest.raises(ValueError, match="unknown augmentation blur"):
+        parse_augment("flip,blur")
+
+
+def synthetic_bags(n: int = 8, tiles: int = 2, size: int = 64) -> Bags:
+    """A bright line in the first tile of every other bag: something a network can learn."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 40, (n * tiles, 3, size, size), dtype=np.uint8)
+    label = np.array([float(b % 2 == 0) for b in range(n)], np.float32)
+    for b in range(0, n, 2):
+        x[b * tiles, 1, size // 2, 8:-8] = 220
+    found = tuple(Item("p", ((Path(f"{b}.png"), "head"),), bool(label[b]), f"k{b}", f"{b}") for b in range(n))
+    counts = np.full(n, tiles, np.int64)
+    return Bags(x, np.arange(0, n * tiles, tiles, dtype=np.int64), counts, label, found, ())
+
+
+CFG = FitConfig(arch="resnet10", epochs=2, lr=1e-3, bags_per_step=4, good_tiles_per_bag=1, seed=5)
+
+
+def test_an_interrupted_run_resumes_to_the_same_model(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    bags = synthetic_bags()
+    whole = fit(CFG, bags, bags, tmp_path / "whole.ckpt", Budget(None))
+    cut = fit(CFG, bags, bags, tmp_path / "cut.ckpt", Budget(1e-9))  # any epoch is longer: one runs
+    assert cut.stopped == "budget" and len(cut.history) == 1
+    resumed = fit(CFG, bags, bags, tmp_path / "cut.ckpt", Budget(None), resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    other = FitConfig(**{**CFG.__dict__, "lr": 2e-3})
+    with pytest.raises(Refused, match="another run"):
+        fit(other, bags, bags, tmp_path / "cut.ckpt", Budget(None), resume=True)
+    none = Bags(bags.x, bags.start, bags.count, np.zeros_like(bags.label), bags.items, ())
+    with pytest.raises(Refused, match="no defective item"):
+        fit(CFG, none, none, tmp_path / "none.ckpt", Budget(None))
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real run: 16 PLANT parts rendered, a resnet10 teacher, one epoch each."""
+    root = tmp_path_factory.mktemp("factory")
+    data = root / "renders"
+    assert (
+        cli(
+            [
+                "sim",
+                "--export",
+                str(data),
+                "--parts",
+                "16",
+                "--seed",
+                "5",
+                "--defect-rate",
+                "0.5",
+                "--conditions",
+                "plant",
+            ]
+        )
+        == 0
+    )
+    out = root / "package"
+    argv = ["train", str(out), "--profile", "m8x40-hex", "--data", str(data), "--epochs", "1", "--teachers", "resnet10"]
+    argv += ["--teacher-epochs", "1", "--calibration-views", "20", "--false-alarm-rate", "0.2", "--threads", "1"]
+    assert cli(argv) == 0
+    return out
+
+
+def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
+    names = {p.name for p in package.iterdir()}
+    assert names == {"student-fp32.onnx", "student-int8.onnx", "card.json", "MODEL_CARD.md", "split.json", "train.json"}
+    card = json.loads((package / "card.json").read_text())
+    split = json.loads((package / "split.json").read_text())
+    held = split["summary"]["heldout"]["items"]
+    for model in ("fp32", "int8"):
+        assert sum(t["n"] for t in card["heldout"][model]["m8x40-hex"].values()) == held
+        assert card["models"][model]["sha256"] == file_sha256(package / f"student-{model}.onnx")
+    assert card["teachers"][0]["arch"] == "resnet10" and card["student"]["distilled_from"] == ["resnet10"]
+    assert card["int8_vs_fp32"]["items"] == held
+    assert json.loads((package / "train.json").read_text())["versions"]["torch"].startswith("2.13")
+    assert "held-out" in (package / "MODEL_CARD.md").read_text().lower()
+
+
+def test_a_profile_pointing_at_the_package_is_checked_evaluated_and_run(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profiles = tmp_path / "profiles"
+    shutil.copytree(PROFILES, profiles, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    path = profiles / "m8x40-hex.yaml"
+    doc = yaml.safe_load(path.read_text())
+    int8 = package / "student-int8.onnx"
+    doc["model"].update(path=str(int8), sha256=file_sha256(int8))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert cli(["check", str(path)]) == 0
+    # the card's held-out figures are what `cellctl eval` says of the same images
+    card = json.loads((package / "card.json").read_text())
+    split = json.loads((package / "split.json").read_text())
+    heldout = tmp_path / "heldout"
+    for key, side in split["parts"].items():
+        if side != "heldout":
+            continue
+        data, part = key.rsplit(":", 1)
+        for image in Path(data).glob(f"*/*/{part}_*.png"):
+            if image.parent.parent.name in ("head", "shank"):
+                dest = heldout / image.parent.parent.name / image.parent.name / image.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, dest)
+    capsys.readouterr()
+    assert cli(["eval", "--profile", str(path), "--json", str(heldout)]) == 0
+    judged = json.loads(capsys.readouterr().out)
+    for kind, figures in card["heldout"]["int8"]["m8x40-hex"].items():
+        for key in ("n", "escapes", "false_rejects", "rechecks"):
+            assert judged[kind][key] == figures[key], (kind, key)
+    # the simulated daemon runs it
+    assert cli(["sim", "--config", str(profiles / "cell-sim.yaml"), "--parts", "3", "--seed", "2"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--profile", "m8x40-hex", "--profile", "m12x80-hex", "--data", "{D}"], "once per --profile"),
+        (["--profile", "m8x40-hex", "--data", "{D}", "--split", "0.5,0.5"], "fractions"),
+        (["--profile", "m8x40-hex", "--data", "{D}", "--teachers", "vgg"], "unknown network vgg"),
+        (["--profile", "m8x40-hex", "--data", "{D}", "--augment", "blur"], "unknown augmentation blur"),
+        (["--profile", "m8x40-hex", "--data", "{D}"], "no labelled images"),
+    ],
+)
+def test_train_misuse_is_one_line(
+    argv: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.replace("{D}", str(tmp_path)) for a in argv]
+    try:
+        code = cli(["train", str(tmp_path / "out"), *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
