@@ -33,6 +33,7 @@ from cellctl.commands.args import (
 from cellctl.commands.bridge import add_parser as add_bridge_parser
 from cellctl.commands.captures import add_parser as add_captures_parser
 from cellctl.commands.guard import add_parser as add_guard_parser
+from cellctl.commands.promote import add_parser as add_promote_parser
 from cellctl.commands.train import add_parser as add_train_parser
 from cellctl.commands.verdict import add_parser as add_verdict_parser
 from cellctl.logs import configure
@@ -53,6 +54,7 @@ COMMANDS = {
     "verdict": "cellctl.commands.verdict:main",
     "captures": "cellctl.commands.captures:main",
     "train": "cellctl.commands.train:main",
+    "promote": "cellctl.commands.promote:main",
 }
 
 
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_verdict_parser(sub)
     add_captures_parser(sub)
     add_train_parser(sub)
+    add_promote_parser(sub)
     p = sub.add_parser("keys", help="CURVE key pairs of the robot link (ZeroMQ certificate files)")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (0600); print the public key")

@@ -231,4 +231,4 @@ def _print(card: dict[str, Any]) -> None:
                 )
     c = card["int8_vs_fp32"]
     print(f"INT8 vs FP32: {c['views_differing']} of {c['views']} held-out views decided otherwise")
-    print(f"INT8 sha256 {card['models']['int8']['sha256']} (the profile's model.sha256 with model.path to it)")
+    print(f"deploy it with `cellctl promote {card['package']} --profile NAME` (the gate checks these figures)")

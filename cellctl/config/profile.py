@@ -146,6 +146,28 @@ class SimGeometry(SettingsModel):
         return self
 
 
+class PromotionLimits(SettingsModel):
+    """What ``cellctl promote`` asks of a model package's held-out figures (every held-out item
+    of this profile, through the daemon's decision path) before it writes the model in here."""
+
+    max_false_reject_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, allow_inf_nan=False, description="good held-out items judged REJECT, at most"
+    )
+    max_recheck_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, allow_inf_nan=False, description="held-out items judged RECHECK, at most"
+    )
+    min_defective: int = Field(
+        default=10, ge=1, le=1_000_000, description="defective held-out items needed to say 0 escapes means anything"
+    )
+    speed_tolerance: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=10.0,
+        allow_inf_nan=False,
+        description="the new INT8 may be this much slower than the model in use (timing noise) and count as as fast",
+    )
+
+
 class PartProfile(SettingsModel):
     schema_version: Literal[1] = 1
     part_number: SafeName
@@ -167,6 +189,7 @@ class PartProfile(SettingsModel):
     fixture: FixtureSettings = Field(default_factory=FixtureSettings)
     inspection: InspectionSettings = Field(default_factory=InspectionSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    promotion: PromotionLimits = Field(default_factory=PromotionLimits)
     geometry: SimGeometry
 
     @field_validator("head_positions_deg")

@@ -204,6 +204,7 @@ PROFILE_KEYS = frozenset(
         "lighting",
         "motion",
         "decision",
+        "promotion",
     }
 )
 CELL_KEYS = frozenset(

@@ -15,7 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import serial
@@ -63,11 +63,15 @@ class Bridge:
 
     sock: zmq.asyncio.Socket
     inbox: asyncio.Queue[tuple[bytes, dict]]
+    # messages taken off the inbox while waiting for another type: the cell sends its next
+    # `ready` and a replayed `verdict` in either order, and a wait must not swallow the other
+    held: list[tuple[bytes, dict]] = field(default_factory=list)
 
     async def send(self, identity: bytes, message: Part | Ack) -> None:
         await self.sock.send_multipart([identity, encode(message)])
 
     def drain(self) -> None:
+        self.held.clear()
         while not self.inbox.empty():
             self.inbox.get_nowait()
 
@@ -120,11 +124,17 @@ async def _start(cell_config, tmp_path, name):
 
 
 async def _next(bridge: Bridge, wanted: str, timeout_s: float = 60.0) -> tuple[bytes, dict]:
+    """The first message of type ``wanted``, held ones first; others are held, in order."""
+    for k, (identity, message) in enumerate(bridge.held):
+        if message["type"] == wanted:
+            del bridge.held[k]
+            return identity, message
     async with asyncio.timeout(timeout_s):
         while True:
             identity, message = await bridge.inbox.get()
             if message["type"] == wanted:
                 return identity, message
+            bridge.held.append((identity, message))
 
 
 def _events(tmp_path, name) -> list[dict]:

@@ -203,3 +203,60 @@ def test_train_misuse_is_one_line(
     assert code == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def profile_copy(tmp_path: Path, **promotion: object) -> Path:
+    profiles = tmp_path / "profiles"
+    shutil.copytree(PROFILES, profiles, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    path = profiles / "m8x40-hex.yaml"
+    if promotion:
+        text = path.read_text() + "promotion:\n" + "".join(f"  {k}: {v}\n" for k, v in promotion.items())
+        path.write_text(text)
+    return path
+
+
+def test_the_gate_refuses_a_package_that_fails_and_leaves_the_profile_alone(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = profile_copy(tmp_path)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert cli(["promote", str(package), "--profile", str(path), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["promoted"] and path.read_bytes() == before
+    assert any("defective held-out items" in f for f in result["failed"])  # one epoch on 16 parts: too little
+    # a model swapped after it was measured is not the model the card speaks for
+    swapped = tmp_path / "swapped"
+    shutil.copytree(package, swapped)
+    (swapped / "student-int8.onnx").write_bytes((swapped / "student-fp32.onnx").read_bytes())
+    assert cli(["promote", str(swapped), "--profile", str(path), "--json"]) == 1
+    assert any("is the model the card measured" in f for f in json.loads(capsys.readouterr().out)["failed"])
+    assert cli(["promote", str(tmp_path), "--profile", str(path)]) == 2  # no card: not a package
+    assert "no card.json" in capsys.readouterr().err
+
+
+def test_a_package_that_passes_is_written_into_the_profile_and_the_old_model_stays(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gate's write path. The tiny package's figures are set to passing ones in its card
+    (a real run that passes takes hours); the timing is real, with a tolerance no CPU noise reaches."""
+    good = tmp_path / "good"
+    shutil.copytree(package, good)
+    card = json.loads((good / "card.json").read_text())
+    perfect = {"n": 40, "good": 20, "defective": 20, "escapes": 0, "false_rejects": 0, "rechecks": 0}
+    card["heldout"]["int8"]["m8x40-hex"] = {"head": perfect}
+    card["int8_vs_fp32"].update(items_differing=0, views_differing=0)
+    (good / "card.json").write_text(json.dumps(card))
+    path = profile_copy(tmp_path, speed_tolerance=10)
+    old = yaml.safe_load(path.read_text())["model"]
+    capsys.readouterr()
+    assert cli(["promote", str(good), "--profile", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["promoted"] and not result["failed"]
+    new = yaml.safe_load(path.read_text())["model"]
+    assert new["sha256"] == card["models"]["int8"]["sha256"] == file_sha256(path.parent / new["path"])
+    assert (path.parent / old["path"]).is_file()  # the previous model stays runnable
+    before = path.with_name(f"{path.name}.before-{new['sha256'][:12]}")
+    assert yaml.safe_load(before.read_text())["model"] == old
+    assert "# smallest relevant indication" in path.read_text()  # comments kept
+    assert cli(["check", str(path)]) == 0
