@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,25 @@ def indication_px(profile: PartProfile) -> dict[str, float]:
     }
 
 
+PACKAGE_CARD = "card.json"  # beside a model of a `cellctl train` package
+
+
+def _package_problem(model_path: Path, sha256: str) -> str | None:
+    """A model inside a model package (its folder holds card.json) must be a model the card
+    measured: a file swapped into a package would borrow figures that are not its own."""
+    card_path = model_path.parent / PACKAGE_CARD
+    if not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+        measured = {m.get("sha256") for m in card["models"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{model_path.name} is in a model package whose {PACKAGE_CARD} cannot be read ({exc})"
+    if sha256 not in measured:
+        return f"{model_path.name} is not a model its package's {PACKAGE_CARD} measured (sha256 {sha256})"
+    return None
+
+
 def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model: bool = True) -> ResolvedProfile:
     """Load a profile, check it against the cell wiring and (optionally) its model file."""
     path = path.resolve()
@@ -101,6 +121,8 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
                 problem("model.path", f"no such file: {model_path}")
             elif (actual := file_sha256(model_path)) != profile.model.sha256:
                 problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
+            elif (package_problem := _package_problem(model_path, actual)) is not None:
+                problem("model.path", package_problem)
         except OSError as exc:  # a name too long, a folder we may not read
             problem("model.path", f"cannot read {model_path}: {exc.strerror or exc}")
     for kind, px in indication_px(profile).items():

@@ -1,7 +1,7 @@
 """The learning loop end to end: the simulated cell on PLANT renders with captures on keeps
 its store within budget, keeps only parts it has a reason for, and what it exported, once
 sorted, `cellctl eval --parts` judges exactly as the daemon did (same outcome, same score
-per view): the evaluation path is the daemon's."""
+per view): the evaluation path is the daemon's; and `cellctl train` finds it as training items."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cellctl.captures.capturer import MB
 from cellctl.captures.store import RECORD, captures
 from cellctl.cli import main as cli
 from cellctl.sim.run import simulate
+from cellctl.train.items import find_items
 from tests.system.sim_args import sim_args
 
 BUDGET_MB = 70  # about five parts of PNG frames: the run keeps more than that, so the budget bites
@@ -58,6 +59,10 @@ async def test_captures_stay_in_budget_and_eval_judges_them_as_the_daemon_did(
         dest = out / "parts" / ("defect" if outcome == "REJECT" else "good") / folder.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(folder, dest)
+    # the trainer reads the sorted set too: one item per part, named by its capture
+    items = find_items(out, "m8x40-hex", (0.0, 90.0, 180.0, 270.0))
+    assert sorted(i.part_key.rsplit(":", 1)[1] for i in items) == sorted(p.name for p in kept)
+    assert all(i.kind == "part" and len(i.files) == 5 for i in items)
     assert cli(["eval", "--profile", "m8x40-hex", "--parts", "--json", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["part"]["n"] == len(kept)

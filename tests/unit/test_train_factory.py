@@ -225,14 +225,20 @@ def test_the_gate_refuses_a_package_that_fails_and_leaves_the_profile_alone(
     result = json.loads(capsys.readouterr().out)
     assert not result["promoted"] and path.read_bytes() == before
     assert any("defective held-out items" in f for f in result["failed"])  # one epoch on 16 parts: too little
+    assert cli(["promote", str(tmp_path), "--profile", str(path)]) == 2  # no card: not a package
+    assert "no card.json" in capsys.readouterr().err
     # a model swapped after it was measured is not the model the card speaks for
     swapped = tmp_path / "swapped"
     shutil.copytree(package, swapped)
-    (swapped / "student-int8.onnx").write_bytes((swapped / "student-fp32.onnx").read_bytes())
+    (swapped / "student-int8.onnx").write_bytes((PROFILES / "models" / "student-int8.onnx").read_bytes())
     assert cli(["promote", str(swapped), "--profile", str(path), "--json"]) == 1
     assert any("is the model the card measured" in f for f in json.loads(capsys.readouterr().out)["failed"])
-    assert cli(["promote", str(tmp_path), "--profile", str(path)]) == 2  # no card: not a package
-    assert "no card.json" in capsys.readouterr().err
+    # and `cellctl check` refuses a profile that runs a model its package did not measure
+    doc = yaml.safe_load(path.read_text())
+    doc["model"].update(path=str(swapped / "student-int8.onnx"), sha256=file_sha256(swapped / "student-int8.onnx"))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert cli(["check", str(path)]) == 1
+    assert "not a model its package's card.json measured" in capsys.readouterr().err
 
 
 def test_a_package_that_passes_is_written_into_the_profile_and_the_old_model_stays(
