@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,8 @@ class Capturer:
         self.cell_id = cell_id
         self.store = CaptureStore(root, int(settings.budget_mb * MB))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captures")
-        self._pending = 0
+        self._pending = 0  # raised on the loop, lowered on the capture thread: under the lock
+        self._lock = threading.Lock()
         self.dropped_busy = 0
 
     async def open(self) -> None:
@@ -67,25 +69,34 @@ class Capturer:
             images[STRIP_FILE] = (acq.strip.data, acq.strip.pixel_format)
         if not why or not images:
             return None
-        if self._pending >= MAX_PENDING:
+        with self._lock:
+            busy = self._pending >= MAX_PENDING
+            if not busy:
+                self._pending += 1
+        if busy:
             self.dropped_busy += 1
             log.warning("capture.dropped", **ids, why="the capture thread is behind", reasons=list(why))
             return None
         record = _record(acq, result, why, threshold, self.cell_id)
         capture = Capture(acq.seq, acq.part_id, datetime.now(UTC), record, images)
-        self._pending += 1
         future = self._executor.submit(self._write, capture, ids)
         future.add_done_callback(self._done)
         return future
 
     def _done(self, _: Future[Path | None]) -> None:
-        self._pending -= 1  # on the capture thread; an int decrement under the GIL, read on the loop
+        with self._lock:
+            self._pending -= 1
 
     def _write(self, capture: Capture, ids: dict[str, object]) -> Path | None:
         try:
             path = self.store.put(capture)
         except OSError as exc:  # counted by the store; the part and the cell carry on
             log.error("capture.failed", **ids, error=str(exc))
+            return None
+        if not path.exists():  # larger than the whole budget: written, then dropped at once
+            log.warning(
+                "capture.dropped", **ids, why=f"larger than the store's budget of {self.settings.budget_mb:g} MB"
+            )
             return None
         log.info("capture.kept", **ids, capture=path.name, why=list(capture.record["why"]))
         return path
