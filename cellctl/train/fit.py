@@ -120,7 +120,7 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     start = 0
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=True)  # tensors and plain data: no code runs
         if state["config"] != cfg.key():
             raise Refused(f"{checkpoint} is of another run (its config differs); start afresh without --resume")
         net.load_state_dict(state["net"])
@@ -167,8 +167,9 @@ def fit(
             done.best_epoch, best_state = epoch + 1, copy.deepcopy(net.state_dict())
         print(f"{label}: " + "  ".join(f"{k} {v}" for k, v in record.items()), file=sys.stderr, flush=True)
         _save(checkpoint, cfg, epoch, net, opt, sched, rng, done, best_state, budget.spent)
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    if best_state is None:
+        raise Refused(f"the budget ran out before the {label} trained an epoch (raise --budget-min)")
+    net.load_state_dict(best_state)
     return done
 
 

@@ -98,6 +98,8 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path: Path) -> None:
     other = FitConfig(**{**CFG.__dict__, "lr": 2e-3})
     with pytest.raises(Refused, match="another run"):
         fit(other, bags, bags, tmp_path / "cut.ckpt", Budget(None), resume=True)
+    with pytest.raises(Refused, match="budget ran out before the student"):  # the teachers took it all
+        fit(CFG, bags, bags, tmp_path / "late.ckpt", Budget(60.0, spent=61.0))
     none = Bags(bags.x, bags.start, bags.count, np.zeros_like(bags.label), bags.items, ())
     with pytest.raises(Refused, match="no defective item"):
         fit(CFG, none, none, tmp_path / "none.ckpt", Budget(None))
