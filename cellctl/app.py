@@ -144,7 +144,7 @@ class Cell:
         if self.hooks.records_opened is not None:
             self.hooks.records_opened(self.records)
         if self.capturer is not None:
-            self._stack.callback(self.capturer.close)
+            self._stack.push_async_callback(self.capturer.close)
             try:
                 await self.capturer.open()
             except OSError as exc:

@@ -526,6 +526,12 @@ def print_summary(s: dict[str, Any]) -> None:
                 f"  fault {name:<18} injected {f['injected']:<3} PASS {o['PASS']} REJECT {o['REJECT']} "
                 f"RECHECK {o['RECHECK']} held {o['held']} lost {o['lost']}"
             )
+    if s.get("captures"):
+        c = s["captures"]
+        print(
+            f"  captures          {c['parts']} parts kept in {c['dir']}, {c['bytes'] / 1e6:.1f} of "
+            f"{c['budget_bytes'] / 1e6:g} MB (`cellctl captures export`)"
+        )
     if s["interrupted"]:
         print("  interrupted       the run was stopped early (partial figures)")
 

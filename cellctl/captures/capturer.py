@@ -46,9 +46,10 @@ class Capturer:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.open)
         log.info("captures.open", dir=str(self.store.root), **self.store.health())
 
-    def close(self) -> None:
-        """Finish the captures already handed over (at most MAX_PENDING), then stop the thread."""
-        self._executor.shutdown(wait=True)
+    async def close(self) -> None:
+        """Finish the captures already handed over (at most MAX_PENDING), then stop the thread;
+        waited for off the loop (a slow disk must not stall the loop while the cell stops)."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def offer(self, acq: Acquisition, result: PartResult) -> Future[Path | None] | None:
         """Hand the part to the capture thread if it is worth keeping; the write's future, or

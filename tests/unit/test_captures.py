@@ -5,6 +5,7 @@ tests/system/test_captures_sim.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -205,7 +206,7 @@ def test_the_daemon_side_drops_a_capture_rather_than_wait_for_a_slow_disk(tmp_pa
     finally:
         release.set()
     paths = [f.result(30) for f in futures if f is not None]
-    capturer.close()
+    asyncio.run(capturer.close())
     records = [json.loads((p / RECORD).read_text()) for p in paths]
     assert [r["seq"] for r in records] == list(range(2, 2 + MAX_PENDING)) and all(
         r["why"][0] == "recheck" for r in records
