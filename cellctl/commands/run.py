@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     records = cell_relative(args.config, cell_cfg.storage.records_db)
     try:
         return asyncio.run(_serve(cell_cfg, profiles, records, args.config))
-    except CellError as exc:  # a device that did not connect or refused its setup, unusable records
+    except CellError as exc:  # a device that did not connect or refused its setup, unusable records or captures
         log.error("cell.start_failed", error=str(exc))
         return 3
     except Exception as exc:
