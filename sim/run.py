@@ -35,6 +35,7 @@ from cellctl.bridge.auth import BridgeAuth
 from cellctl.bridge.robot import RobotSide
 from cellctl.captures.capturer import MB
 from cellctl.captures.store import captures as stored_captures
+from cellctl.captures.store import folder_bytes
 from cellctl.commands.common import embedded_config, report
 from cellctl.config import ConfigError, Problem
 from cellctl.logs import configure
@@ -427,7 +428,7 @@ def _captures(args: argparse.Namespace) -> dict[str, Any] | None:
 def capture_figures(root: Path, budget_mb: float) -> dict[str, Any]:
     """What the store holds after the run, read from disk (the daemon may have been a child)."""
     kept = list(stored_captures(root))
-    size = sum(f.stat().st_size for c in kept for f in c.iterdir() if f.is_file())
+    size = sum(folder_bytes(c) for c in kept)
     return {"dir": str(root), "parts": len(kept), "bytes": size, "budget_bytes": int(budget_mb * MB)}
 
 

@@ -85,7 +85,7 @@ class CaptureStore:
         for path in self.root.glob(f"{PARTIAL}*"):
             shutil.rmtree(path, ignore_errors=True)
         for path in captures(self.root):
-            self._sizes.append((path, _size(path)))
+            self._sizes.append((path, folder_bytes(path)))
         self._bytes = sum(size for _, size in self._sizes)
         self._trim()
 
@@ -107,7 +107,7 @@ class CaptureStore:
                 self.counts["failed"] += 1
             raise OSError(f"cannot write capture {capture.name}: {exc}") from exc
         with self._lock:
-            size = _size(final)
+            size = folder_bytes(final)
             self._sizes.append((final, size))
             self._bytes += size
             self.counts["kept"] += 1
@@ -131,5 +131,6 @@ class CaptureStore:
             }
 
 
-def _size(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files of one capture folder."""
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())

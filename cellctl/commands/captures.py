@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path("/etc/cellctl/cell.yaml")  # as cellctl run
-
 
 class NoStore(Exception):
     """Where the store should be, there is none: the message is the one line shown."""
@@ -52,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's pars
 
 def main(args: argparse.Namespace) -> int:
     from cellctl.captures.export import export_captures
-    from cellctl.commands.common import report
+    from cellctl.commands.common import NoCellConfig, report
     from cellctl.config import ConfigError
     from cellctl.text import printable
 
@@ -61,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report(exc)
         return 2
-    except NoStore as exc:
+    except (NoStore, NoCellConfig) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     counts = export_captures(store, args.out, args.since)
@@ -76,12 +74,10 @@ def main(args: argparse.Namespace) -> int:
 def store_path(args: argparse.Namespace) -> Path:
     if args.store is not None:
         return Path(args.store)
-    from cellctl.config import cell_relative, load_cell
+    from cellctl.commands.common import installed_cell
+    from cellctl.config import cell_relative
 
-    config = Path(args.config) if args.config is not None else DEFAULT_CONFIG
-    if not config.is_file():
-        raise NoStore(f"{config}: no cell config here (give --config or --store)")
-    cell = load_cell(config)
+    config, cell = installed_cell(args.config, "--store")
     if cell.storage.captures is None:
         raise NoStore(f"{config}: storage.captures is not set: this cell keeps no captures")
     store = cell_relative(config, cell.storage.captures.dir)

@@ -19,6 +19,20 @@ from cellctl.config.resolve import profile_name_problem
 from cellctl.text import printable
 
 EMBEDDED_CONFIG = "cell-sim.yaml"
+DEFAULT_CELL_CONFIG = Path("/etc/cellctl/cell.yaml")  # as `cellctl run` under the service
+
+
+class NoCellConfig(Exception):
+    """A reading command was given no cell config and none is installed: the one line shown."""
+
+
+def installed_cell(config: Path | None, instead: str) -> tuple[Path, CellConfig]:
+    """The cell config given with --config, else the installed one (ConfigError if invalid,
+    NoCellConfig naming ``instead``, the option that does without one, if there is none)."""
+    path = config if config is not None else DEFAULT_CELL_CONFIG
+    if not path.is_file():
+        raise NoCellConfig(f"{path}: no cell config here (give --config or {instead})")
+    return path, load_cell(path)
 
 
 def embedded_config() -> Path:

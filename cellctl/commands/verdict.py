@@ -39,7 +39,6 @@ COLUMNS = (  # shown in this order when the file has them (schema 1 had fewer)
     "timings_ms",
     "evidence",
 )
-DEFAULT_CONFIG = Path("/etc/cellctl/cell.yaml")  # as cellctl run
 JSON_COLUMNS = ("scores", "timings_ms", "evidence")
 MAX_ROWS = 50  # a part id matched more often than this is listed by its latest verdicts
 
@@ -76,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's pars
 
 
 def main(args: argparse.Namespace) -> int:
-    from cellctl.commands.common import report
+    from cellctl.commands.common import NoCellConfig, report
     from cellctl.config import ConfigError
     from cellctl.text import printable
 
@@ -86,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report(exc)
         return 2
-    except NotReadable as exc:
+    except (NotReadable, NoCellConfig) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     if not rows:
@@ -106,12 +105,10 @@ def main(args: argparse.Namespace) -> int:
 def records_path(args: argparse.Namespace) -> Path:
     if args.records is not None:
         return Path(args.records)
-    from cellctl.config import cell_relative, load_cell
+    from cellctl.commands.common import installed_cell
+    from cellctl.config import cell_relative
 
-    config = Path(args.config) if args.config is not None else DEFAULT_CONFIG
-    if not config.is_file():
-        raise NotReadable(f"{config}: no cell config here (give --config or --records)")
-    cell = load_cell(config)
+    config, cell = installed_cell(args.config, "--records")
     return cell_relative(config, cell.storage.records_db)
 
 
