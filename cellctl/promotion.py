@@ -96,7 +96,7 @@ def judge(card: dict[str, Any], rp: ResolvedProfile) -> Verdict:
 
 def time_against(rp: ResolvedProfile, candidate: Path, threads: int, rounds: int, v: Verdict) -> None:
     """Both models on the same inputs, interleaved; the candidate within tolerance of the current."""
-    from cellctl.commands.bench import bench
+    from cellctl.benchmark import bench
     from cellctl.vision.tiles import nominal_tile_count
 
     size = rp.profile.preprocess.input_size_px

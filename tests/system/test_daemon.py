@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 
 import pytest
 import serial
+import yaml
 import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from cellctl.link.protocol import Ack, Heartbeat, Part, encode
 from cellctl.outcome import Bin
+from tests.conftest import passing_copy
 
 BRIDGE_PUBLIC, BRIDGE_SECRET = zmq.curve_keypair()
 
@@ -348,3 +350,40 @@ async def test_sighup_reloads_the_profiles_and_a_bad_edit_keeps_the_old_set(
     finally:
         await _stop(proc, tmp_path, "run")
     assert light_is_off(emulators["gardasoft"])
+
+
+async def test_a_promoted_model_judges_the_next_part_after_sighup(
+    cell_config, bridge, tmp_path, profiles_copy, package
+):
+    """`cellctl promote` rewrites the profile while the daemon runs; `systemctl reload` (SIGHUP)
+    takes it between parts; each verdict and record names the model that judged it."""
+    profile = profiles_copy / "m8x40-hex.yaml"
+    profile.write_text(profile.read_text() + "promotion:\n  speed_tolerance: 10\n")  # timing noise is not under test
+    old = yaml.safe_load(profile.read_text())["model"]["sha256"]
+    good = passing_copy(package, tmp_path / "candidate")
+    proc = await _start(cell_config, tmp_path, "run")
+    try:
+        identity, ready = await _next(bridge, "ready")
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="P-1", profile="m8x40-hex"))
+        _, first = await _next(bridge, "verdict")
+        assert first["part_id"] == "P-1" and first["model_sha256"] == old
+        await bridge.send(identity, Ack(cell_id=first["cell_id"], boot_id=first["boot_id"], seq=1, bin=Bin.RECHECK))
+        _, ready = await _next(bridge, "ready")
+        promote = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cellctl", "promote", str(good), "--profile", str(profile), "--rounds", "3",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await promote.communicate()
+        assert promote.returncode == 0, out.decode()
+        new = yaml.safe_load(profile.read_text())["model"]["sha256"]
+        assert new == json.loads((good / "card.json").read_text())["models"]["int8"]["sha256"] != old
+        proc.send_signal(signal.SIGHUP)
+        await _logged(tmp_path, "run", "profiles.reloaded")
+        await bridge.send(identity, Part(request_id=ready["request_id"], part_id="P-2", profile="m8x40-hex"))
+        _, second = await _next(bridge, "verdict")
+        assert second["part_id"] == "P-2" and second["model_sha256"] == new
+    finally:
+        await _stop(proc, tmp_path, "run")
+    with contextlib.closing(sqlite3.connect(tmp_path / "records.db")) as db:
+        rows = dict(db.execute("SELECT part_id, model_sha256 FROM inspections").fetchall())
+    assert rows == {"P-1": old, "P-2": new}  # the earlier verdict keeps the model that made it

@@ -22,7 +22,7 @@ from cellctl.train.bags import Bags
 from cellctl.train.fit import Budget, FitConfig, Refused, fit
 from cellctl.train.items import Item, part_key
 from cellctl.train.split import SIDES, split_by_part
-from tests.conftest import PROFILES
+from tests.conftest import PROFILES, passing_copy
 
 
 def items(parts: int, defective_every: int = 4, views: int = 5) -> list[Item]:
@@ -103,36 +103,6 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path: Path) -> None:
     none = Bags(bags.x, bags.start, bags.count, np.zeros_like(bags.label), bags.items, ())
     with pytest.raises(Refused, match="no defective item"):
         fit(CFG, none, none, tmp_path / "none.ckpt", Budget(None))
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny real run: 16 PLANT parts rendered, a resnet10 teacher, one epoch each."""
-    root = tmp_path_factory.mktemp("factory")
-    data = root / "renders"
-    assert (
-        cli(
-            [
-                "sim",
-                "--export",
-                str(data),
-                "--parts",
-                "16",
-                "--seed",
-                "5",
-                "--defect-rate",
-                "0.5",
-                "--conditions",
-                "plant",
-            ]
-        )
-        == 0
-    )
-    out = root / "package"
-    argv = ["train", str(out), "--profile", "m8x40-hex", "--data", str(data), "--epochs", "1", "--teachers", "resnet10"]
-    argv += ["--teacher-epochs", "1", "--calibration-views", "20", "--false-alarm-rate", "0.2", "--threads", "1"]
-    assert cli(argv) == 0
-    return out
 
 
 def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
@@ -248,13 +218,8 @@ def test_a_package_that_passes_is_written_into_the_profile_and_the_old_model_sta
 ) -> None:
     """The gate's write path. The tiny package's figures are set to passing ones in its card
     (a real run that passes takes hours); the timing is real, with a tolerance no CPU noise reaches."""
-    good = tmp_path / "good"
-    shutil.copytree(package, good)
+    good = passing_copy(package, tmp_path / "good")
     card = json.loads((good / "card.json").read_text())
-    perfect = {"n": 40, "good": 20, "defective": 20, "escapes": 0, "false_rejects": 0, "rechecks": 0}
-    card["heldout"]["int8"]["m8x40-hex"] = {"head": perfect}
-    card["int8_vs_fp32"].update(items_differing=0, views_differing=0)
-    (good / "card.json").write_text(json.dumps(card))
     path = profile_copy(tmp_path, speed_tolerance=10)
     old = yaml.safe_load(path.read_text())["model"]
     capsys.readouterr()
