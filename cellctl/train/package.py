@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cellctl.config import ResolvedProfile
+from cellctl.ood.fit import min_holdout_views
 from cellctl.train.bags import Bags, cached_bags
 from cellctl.train.fit import Budget, FitConfig, Fitted, Refused, bag_max, fit, tile_logits
 from cellctl.train.items import Item, find_items
@@ -77,6 +78,7 @@ def run(req: TrainRequest) -> dict[str, Any]:
     _write(req.out / "split.json", split_record(split, items))
     bags, cached = cached_bags(items, profiles, work / "tiles.npz", req.workers)
     sides = {side: bags.by_side(split.side_of, side) for side in SIDES}
+    _guard_can_be_thresholded(sides["val"], req.false_alarm_rate)
     budget = Budget(req.budget_s)
     timings: dict[str, float] = {"tiles_s": round(time.monotonic() - started, 1)}
 
@@ -122,6 +124,17 @@ def run(req: TrainRequest) -> dict[str, Any]:
     if not req.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return card
+
+
+def _guard_can_be_thresholded(val: Bags, far: float) -> None:
+    """Refused before any training: the guard's threshold is set on the val views at ``far``,
+    and too few views cannot show that rate (found at the end, it would waste the whole run)."""
+    views, needed = int(val.count.sum()), min_holdout_views(far)
+    if views < needed:
+        raise Refused(
+            f"the val split has {views} views; the guard's --false-alarm-rate {far:g} needs at least {needed} "
+            "(more parts, a larger val fraction in --split, or a higher --false-alarm-rate)"
+        )
 
 
 def _teachers(

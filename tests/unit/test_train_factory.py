@@ -233,3 +233,14 @@ def test_a_package_that_passes_is_written_into_the_profile_and_the_old_model_sta
     assert yaml.safe_load(before.read_text())["model"] == old
     assert "# smallest relevant indication" in path.read_text()  # comments kept
     assert cli(["check", str(path)]) == 0
+
+
+def test_a_val_split_too_small_for_the_guard_is_refused_before_any_training(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert cli(["train", str(out), "--profile", "m8x40-hex", "--data", str(package.parent / "renders")]) == 2
+    err = capsys.readouterr().err
+    assert "the val split has" in err and "--false-alarm-rate 0.001 needs at least 1000" in err, err
+    assert not list(out.glob("work/*.ckpt"))  # refused before the first epoch, not after the last
