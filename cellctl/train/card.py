@@ -29,8 +29,8 @@ def markdown(card: dict[str, Any]) -> str:
         "",
         "## Networks",
         "",
-        "| network | parameters | epochs run | best epoch (val loss) | stopped by |",
-        "|---|---|---|---|---|",
+        "| network | parameters | epochs run | training time (s) | best epoch (val loss) | stopped by |",
+        "|---|---|---|---|---|---|",
         _net_row("student " + s["arch"], s),
         *(_net_row("teacher " + t["arch"], t) for t in card["teachers"]),
         "",
@@ -105,7 +105,9 @@ def markdown(card: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in card["versions"].items())
         + ".",
         "",
-        "Timings (s): " + ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in card["timings"].items()) + ".",
+        ("Timings of the run that wrote the package, resumed (s): " if card.get("resumed") else "Timings (s): ")
+        + ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in card["timings"].items())
+        + ".",
         "",
     ]
     return "\n".join(lines)
@@ -113,4 +115,5 @@ def markdown(card: dict[str, Any]) -> str:
 
 def _net_row(name: str, n: dict[str, Any]) -> str:
     runs = f"{n['epochs_run']} of {n['epochs_planned']}"
-    return f"| {name} | {n['parameters'] / 1e6:.1f} M | {runs} | {n['best_epoch']} | {n['stopped_by']} |"
+    seconds = n.get("epochs_s", "-")
+    return f"| {name} | {n['parameters'] / 1e6:.1f} M | {runs} | {seconds} | {n['best_epoch']} | {n['stopped_by']} |"

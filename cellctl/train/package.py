@@ -113,6 +113,7 @@ def run(req: TrainRequest) -> dict[str, Any]:
         ),
         **deployed,
         "timings": timings | {"total_s": round(time.monotonic() - started, 1)},
+        "resumed": req.resume,
         "machine": machine(),
         "versions": versions(),
     }
@@ -199,6 +200,7 @@ def _network(cfg: FitConfig, fitted: Fitted) -> dict[str, Any]:
         "epochs_run": len(fitted.history),
         "best_epoch": fitted.best_epoch,
         "stopped_by": fitted.stopped,
+        "epochs_s": round(sum(h["s"] for h in fitted.history), 1),  # every epoch's, across resumes
         "history": fitted.history,
     }
 
