@@ -60,6 +60,10 @@ def test_json_has_every_sweep_of_every_view_kind(run: tuple[dict[str, Any], Path
                     assert math.isfinite(value) and lo <= value <= hi, (where, key, value)
             if s["a90"] is not None and s["a90_95"] is not None:
                 assert s["a90_95"] >= s["a90"], where
+            # the profile's claim beside what the trials show (m8x40-hex: 30 grey levels, 1 mm)
+            assert s["profile_minimum"] == {"contrast": 30.0, "length": 1.0}[name], where
+            if s["a90_95"] is not None:
+                assert s["meets_profile_minimum"] == (s["a90_95"] <= s["profile_minimum"]), where
             assert (s["b0"] is None) == (s["reason"] is not None), where
             # the diagnosis without the RECHECKs fits exactly the judged trials
             ex = s["excluding_rechecks"]
@@ -122,3 +126,15 @@ def test_bad_arguments_are_one_line_exit_2(argv: list[str], says: str, capsys: p
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and says in err
+
+
+def test_a_profile_minimum_is_met_only_where_the_trials_show_it() -> None:
+    from cellctl.sim.pod import demonstrated_at
+
+    demo = {"size": 20.0, "trials": 29, "pod_lower": 0.05 ** (1 / 29)}
+    assert demonstrated_at({"a90_95": 25.0}, 30.0)
+    assert not demonstrated_at({"a90_95": 77.7}, 30.0)
+    assert demonstrated_at({"a90_95": None, "demonstration": demo}, 30.0)  # 29 of 29 hits from 20
+    assert not demonstrated_at({"a90_95": None, "demonstration": demo}, 15.0)  # not from 15
+    assert not demonstrated_at({"a90_95": None, "demonstration": {**demo, "trials": 20, "pod_lower": 0.86}}, 30.0)
+    assert not demonstrated_at({"a90_95": None, "demonstration": None}, 30.0)  # all misses, or too few trials
