@@ -77,6 +77,11 @@ class Sweep:
     def fixed(self) -> dict[str, float]:
         return {"length_mm": FIXED_LENGTH_MM} if self.name == "contrast" else {"contrast": FIXED_CONTRAST}
 
+    def profile_minimum(self, rp: ResolvedProfile) -> float:
+        """The smallest indication the profile says the cell finds, in this sweep's unit."""
+        ins = rp.profile.inspection
+        return ins.min_indication_contrast if self.name == "contrast" else ins.min_indication_length_mm
+
 
 SWEEPS = (
     Sweep("contrast", "grey levels", 10.0, 150.0, "contrast (grey levels over the local surface)"),
@@ -212,12 +217,6 @@ def _result(inspection: Inspection, threshold: float) -> Result:
 
 
 # --------------------------------------------------------------------------- figures
-def profile_minimum(rp: ResolvedProfile, sweep: str) -> float:
-    """The smallest indication the profile says the cell finds, in the sweep's unit."""
-    inspection = rp.profile.inspection
-    return inspection.min_indication_contrast if sweep == "contrast" else inspection.min_indication_length_mm
-
-
 def demonstrated_at(figures: dict[str, Any], minimum: float) -> bool:
     """Whether the trials show POD >= 0.9 with 95 % confidence at the profile's minimum: the
     a90/95 at or below it, or (no curve) all of >= 29 trials hit from a size at or below it.
@@ -251,7 +250,7 @@ def summarise(
                 [a for a, rc in zip(sizes, recheck, strict=True) if not rc],
                 [h for h, rc in zip(hits, recheck, strict=True) if not rc],
             ).as_dict()
-            minimum = profile_minimum(rp, sweep.name)
+            minimum = sweep.profile_minimum(rp)
             sweeps[kind][sweep.name] = {
                 "unit": sweep.unit,
                 "range": [sweep.lo, sweep.hi],

@@ -89,3 +89,10 @@ def passing_copy(package: Path, dest: Path) -> Path:
     card["int8_vs_fp32"].update(items_differing=0, views_differing=0)
     (dest / "card.json").write_text(json.dumps(card))
     return dest
+
+
+def with_promotion(profile: Path, **limits: object) -> Path:
+    """``profile`` with a ``promotion:`` block of these limits appended."""
+    block = "promotion:\n" + "".join(f"  {k}: {v}\n" for k, v in limits.items())
+    profile.write_text(profile.read_text() + block)
+    return profile

@@ -105,7 +105,7 @@ def markdown(card: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in card["versions"].items())
         + ".",
         "",
-        ("Timings of the run that wrote the package, resumed (s): " if card.get("resumed") else "Timings (s): ")
+        ("Timings of the run that wrote the package, resumed (s): " if card["resumed"] else "Timings (s): ")
         + ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in card["timings"].items())
         + ".",
         "",
@@ -115,5 +115,6 @@ def markdown(card: dict[str, Any]) -> str:
 
 def _net_row(name: str, n: dict[str, Any]) -> str:
     runs = f"{n['epochs_run']} of {n['epochs_planned']}"
-    seconds = n.get("epochs_s", "-")
-    return f"| {name} | {n['parameters'] / 1e6:.1f} M | {runs} | {seconds} | {n['best_epoch']} | {n['stopped_by']} |"
+    return (
+        f"| {name} | {n['parameters'] / 1e6:.1f} M | {runs} | {n['epochs_s']} | {n['best_epoch']} | {n['stopped_by']} |"
+    )

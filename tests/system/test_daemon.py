@@ -26,7 +26,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from cellctl.link.protocol import Ack, Heartbeat, Part, encode
 from cellctl.outcome import Bin
-from tests.conftest import passing_copy
+from tests.conftest import passing_copy, with_promotion
 
 BRIDGE_PUBLIC, BRIDGE_SECRET = zmq.curve_keypair()
 
@@ -357,8 +357,7 @@ async def test_a_promoted_model_judges_the_next_part_after_sighup(
 ):
     """`cellctl promote` rewrites the profile while the daemon runs; `systemctl reload` (SIGHUP)
     takes it between parts; each verdict and record names the model that judged it."""
-    profile = profiles_copy / "m8x40-hex.yaml"
-    profile.write_text(profile.read_text() + "promotion:\n  speed_tolerance: 10\n")  # timing noise is not under test
+    profile = with_promotion(profiles_copy / "m8x40-hex.yaml", speed_tolerance=10)  # timing noise is not under test
     old = yaml.safe_load(profile.read_text())["model"]["sha256"]
     good = passing_copy(package, tmp_path / "candidate")
     proc = await _start(cell_config, tmp_path, "run")

@@ -22,7 +22,7 @@ from cellctl.train.bags import Bags
 from cellctl.train.fit import Budget, FitConfig, Refused, fit
 from cellctl.train.items import Item, part_key
 from cellctl.train.split import SIDES, split_by_part
-from tests.conftest import PROFILES, passing_copy
+from tests.conftest import PROFILES, passing_copy, with_promotion
 
 
 def items(parts: int, defective_every: int = 4, views: int = 5) -> list[Item]:
@@ -181,10 +181,7 @@ def profile_copy(tmp_path: Path, **promotion: object) -> Path:
     profiles = tmp_path / "profiles"
     shutil.copytree(PROFILES, profiles, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     path = profiles / "m8x40-hex.yaml"
-    if promotion:
-        text = path.read_text() + "promotion:\n" + "".join(f"  {k}: {v}\n" for k, v in promotion.items())
-        path.write_text(text)
-    return path
+    return with_promotion(path, **promotion) if promotion else path
 
 
 def test_the_gate_refuses_a_package_that_fails_and_leaves_the_profile_alone(
