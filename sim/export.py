@@ -19,6 +19,9 @@ and gain 1: the shipped profiles light the part at the nominal intensity) and wr
   that view, not at a grazing angle), 'good' when no indication at all is drawn there; an
   image that shows only a sub-threshold one, or a relevant one only in part, is left out of
   this layout (``head/left_out``, ``shank/left_out``): a label must be unambiguous.
+- per defective image: DIR/masks/{head,shank}/<same name>.png, where the indications are
+  (cellctl/train/masks.py: 255 along a relevant indication's path, 128 along one below the
+  minimum or seen too obliquely), so training can label each tile, not only the image.
 
 Where the daemon tiles: a head frame from the head's top over one head tile (the tile is
 aligned with the head's top, so it sees the upper shank as well); a strip from the
@@ -44,6 +47,7 @@ from cellctl.sim.part import SimPart, sample_part
 from cellctl.sim.scene import FRAME_SHAPE, HeadRender, Renderer, StripRender
 from cellctl.sim.sensor import encode
 from cellctl.sim.truth import head_relevant, strip_relevant, tile_label
+from cellctl.train.masks import MASKS, draw_mask, write_mask
 from cellctl.vision.images import link_or_copy, write_camera_image
 
 
@@ -76,22 +80,34 @@ def relevant(part: SimPart, rp: ResolvedProfile) -> tuple[bool, ...]:
     return part.relevant(ins.min_indication_length_mm, ins.min_indication_contrast)
 
 
+def _head_relevance(shots: Shots, k: int, rp: ResolvedProfile) -> tuple[bool, ...]:
+    ins = rp.profile.inspection
+    return head_relevant(shots.part, shots.head_renders[k], ins.min_indication_length_mm, ins.min_indication_contrast)
+
+
+def _strip_relevance(shots: Shots, rp: ResolvedProfile) -> tuple[bool, ...]:
+    ins = rp.profile.inspection
+    return strip_relevant(shots.part, shots.strip_render, ins.min_indication_length_mm, ins.min_indication_contrast)
+
+
 def head_label(shots: Shots, k: int, rp: ResolvedProfile) -> bool | None:
     """The k-th head frame's label over the rows the daemon tiles: from the head's top, one
     head tile down (sim/truth.py: the contrast drawn in that view, seen clearly enough)."""
-    ins, render = rp.profile.inspection, shots.head_renders[k]
-    mask = head_relevant(shots.part, render, ins.min_indication_length_mm, ins.min_indication_contrast)
+    render = shots.head_renders[k]
     top = render.part_box[1]
-    return tile_label(render.paths, mask, 0, top, FRAME_SHAPE[1], rp.profile.preprocess.head_tile_px)
+    return tile_label(
+        render.paths, _head_relevance(shots, k, rp), 0, top, FRAME_SHAPE[1], rp.profile.preprocess.head_tile_px
+    )
 
 
 def strip_label(shots: Shots, rp: ResolvedProfile) -> bool | None:
     """The strip's label over what the daemon tiles: the shank, under-head face to its end,
     the whole revolution."""
-    ins, render = rp.profile.inspection, shots.strip_render
-    mask = strip_relevant(shots.part, render, ins.min_indication_length_mm, ins.min_indication_contrast)
+    render = shots.strip_render
     rows, width = render.image.shape[:2]
-    return tile_label(render.points, mask, render.datum_px, 0, width - render.datum_px, rows, wrap_rows=rows)
+    return tile_label(
+        render.points, _strip_relevance(shots, rp), render.datum_px, 0, width - render.datum_px, rows, wrap_rows=rows
+    )
 
 
 def export_shots(out: Path, rp: ResolvedProfile, shots: Shots) -> Counter[str]:
@@ -110,13 +126,22 @@ def export_shots(out: Path, rp: ResolvedProfile, shots: Shots) -> Counter[str]:
         sub = "left_out" if label is None else "defect" if label else "good"
         counts[f"head/{sub}"] += 1
         if label is not None:
-            link_or_copy(path, out / "head" / sub / f"{part.part_id}_{Path(head_file(angle)).stem}.png")
+            name = f"{part.part_id}_{Path(head_file(angle)).stem}.png"
+            link_or_copy(path, out / "head" / sub / name)
+            if label:
+                render = shots.head_renders[k]
+                mask = draw_mask(FRAME_SHAPE, render.paths, _head_relevance(shots, k, rp))
+                write_mask(out / MASKS / "head" / name, mask)
     write_camera_image(folder / STRIP_FILE, *shots.strip)
     label = strip_label(shots, rp)
     sub = "left_out" if label is None else "defect" if label else "good"
     counts[f"shank/{sub}"] += 1
     if label is not None:
         link_or_copy(folder / STRIP_FILE, out / "shank" / sub / f"{part.part_id}_strip.png")
+        if label:
+            render = shots.strip_render
+            mask = draw_mask(render.image.shape[:2], render.points, _strip_relevance(shots, rp))
+            write_mask(out / MASKS / "shank" / f"{part.part_id}_strip.png", mask)
     record = {**part.to_json(), "relevant": list(relevance), "defective": truth == "defect"}
     (folder / "part.json").write_text(json.dumps(record, indent=1) + "\n")
     return counts

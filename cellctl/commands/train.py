@@ -87,6 +87,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's pars
         "--negatives-per-positive", type=positive_float, default=3.0, help="with --balance sample (default 3)"
     )
     p.add_argument(
+        "--no-masks",
+        action="store_true",
+        help="ignore DIR/masks/: train defective images by their image label only (multiple instances)",
+    )
+    p.add_argument(
         "--augment",
         type=_augment,
         default=_augment("all"),
@@ -191,6 +196,7 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         init=str(args.init.resolve()) if args.init else None,
+        masks=not args.no_masks,
     )
     request = TrainRequest(
         out=args.out,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cellctl import ood
-from cellctl.config import ResolvedProfile, file_sha256
+from cellctl.config import ResolvedProfile, ViewSpec, file_sha256
 from cellctl.inspection import Frame, image_tiles, model_inputs
 from cellctl.ood.fit import (
     Threshold,
@@ -47,10 +47,17 @@ def views_of(rp: ResolvedProfile, path: Path, kind: str) -> tuple[np.ndarray, li
     The only place this command turns an image into model input: it must stay the daemon's
     own locate-and-tile (cellctl.inspection), or the guard is fitted on views it never scores.
     """
+    frame, tiles, problems = tiles_of(rp, path, kind)
+    return model_inputs(frame, tiles, rp), problems
+
+
+def tiles_of(rp: ResolvedProfile, path: Path, kind: str) -> tuple[Frame, list[ViewSpec], list[str]]:
+    """The image, the tiles the daemon would lay on it, and why some of it would not be scored
+    (training needs where each tile lies, to label it by a mask)."""
     data, fmt = read_camera_image(path, kind, rp.profile)
     frame = Frame(data, fmt)
     tiles, problems = image_tiles(frame, kind, rp)
-    return model_inputs(frame, tiles, rp), problems
+    return frame, tiles, problems
 
 
 @dataclass

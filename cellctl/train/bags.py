@@ -21,6 +21,7 @@ import numpy as np
 
 from cellctl.config import ResolvedProfile
 from cellctl.train.items import Item
+from cellctl.train.masks import NEGATIVE, UNKNOWN, BadMask, read_mask, tile_labels
 from cellctl.vision import InvalidImage
 
 
@@ -30,6 +31,7 @@ class Bags:
     start: np.ndarray  # (M,) first tile of each bag
     count: np.ndarray  # (M,) tiles of each bag
     label: np.ndarray  # (M,) float32 1 = defect
+    tile_label: np.ndarray  # (N,) int8 per tile: masks.POSITIVE / NEGATIVE / UNKNOWN
     items: tuple[Item, ...]  # the item each bag came from
     left_out: tuple[str, ...]  # "<item>: why" of items without a tile
 
@@ -38,6 +40,9 @@ class Bags:
 
     def tiles(self, bag: int) -> np.ndarray:
         return self.x[self.start[bag] : self.start[bag] + self.count[bag]]
+
+    def labels_of(self, bag: int) -> np.ndarray:
+        return self.tile_label[self.start[bag] : self.start[bag] + self.count[bag]]
 
     def tile_index(self) -> np.ndarray:
         """The tiles of every bag, in order (indices into ``x``, which subsets share)."""
@@ -48,27 +53,46 @@ class Bags:
     def subset(self, keep: Sequence[int]) -> Bags:
         """These bags only; the tiles stay where they are (no copy of ``x``)."""
         k = np.asarray(keep, np.int64)
-        return Bags(self.x, self.start[k], self.count[k], self.label[k], tuple(self.items[i] for i in k), ())
+        items = tuple(self.items[i] for i in k)
+        return Bags(self.x, self.start[k], self.count[k], self.label[k], self.tile_label, items, ())
 
     def by_side(self, side_of: dict[str, str], side: str) -> Bags:
         return self.subset([b for b, item in enumerate(self.items) if side_of[item.part_key] == side])
 
 
-def _item_tiles(job: tuple[Item, ResolvedProfile]) -> tuple[np.ndarray | None, str | None]:
-    from cellctl.ood.calibrate import views_of  # heavy; a worker process imports it once
+Tiles = tuple[np.ndarray, np.ndarray]  # (n, 3, S, S) uint8 inputs, (n,) int8 tile labels
+
+
+def _item_tiles(job: tuple[Item, ResolvedProfile]) -> tuple[Tiles | None, str | None]:
+    from cellctl.inspection import model_inputs  # heavy; a worker process imports it once
+    from cellctl.ood.calibrate import tiles_of
 
     item, rp = job
-    batches = []
+    batches, labels = [], []
     try:
-        for path, kind in item.files:
-            batch, _ = views_of(rp, path, kind)
-            batches.append(batch)
-    except (InvalidImage, OSError) as exc:
+        for k, (path, kind) in enumerate(item.files):
+            frame, specs, _ = tiles_of(rp, path, kind)
+            batches.append(model_inputs(frame, specs, rp))
+            mask = item.masks[k] if k < len(item.masks) else None
+            if not item.defect:  # every tile of a good image is a negative
+                labels.append(np.full(len(specs), NEGATIVE, np.int8))
+            elif mask is None:  # somewhere in the image: which tile is not known
+                labels.append(np.full(len(specs), UNKNOWN, np.int8))
+            else:
+                labels.append(tile_labels(read_mask(mask, frame.data.shape), specs, min_length_px(rp, kind)))
+    except (InvalidImage, OSError, BadMask) as exc:
         return None, f"{item.name}: {exc}"
     tiles = np.concatenate(batches) if batches else np.zeros((0,), np.float32)
     if len(tiles) == 0:
         return None, f"{item.name}: no tile (the part was not located)"
-    return np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8), None
+    return (np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8), np.concatenate(labels)), None
+
+
+def min_length_px(rp: ResolvedProfile, kind: str) -> float:
+    """The profile's smallest relevant indication, in pixels of this kind's camera."""
+    optics = rp.profile.optics
+    scale = optics.frame_px_per_mm if kind == "head" else optics.line_px_per_mm
+    return rp.profile.inspection.min_indication_length_mm * scale
 
 
 def build_bags(items: Sequence[Item], profiles: dict[str, ResolvedProfile], workers: int = 2) -> Bags:
@@ -81,21 +105,23 @@ def build_bags(items: Sequence[Item], profiles: dict[str, ResolvedProfile], work
         results = [_item_tiles(j) for j in jobs]
     kept = [(i, t) for i, (t, _) in zip(items, results, strict=True) if t is not None]
     left_out = tuple(why for _, why in results if why is not None)
-    counts = np.array([len(t) for _, t in kept], np.int64)
+    counts = np.array([len(t[0]) for _, t in kept], np.int64)
     size = next(iter(profiles.values())).profile.preprocess.input_size_px
-    x = np.concatenate([t for _, t in kept]) if kept else np.zeros((0, 3, size, size), np.uint8)
+    x = np.concatenate([t[0] for _, t in kept]) if kept else np.zeros((0, 3, size, size), np.uint8)
+    tile_label = np.concatenate([t[1] for _, t in kept]) if kept else np.zeros(0, np.int8)
     start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if kept else counts
     label = np.array([float(i.defect) for i, _ in kept], np.float32)
-    return Bags(x, start, counts, label, tuple(i for i, _ in kept), left_out)
+    return Bags(x, start, counts, label, tile_label, tuple(i for i, _ in kept), left_out)
 
 
 def items_key(items: Sequence[Item]) -> str:
-    """What a cache of bags was built from: every item's profile, label and files (name, size,
-    modification time): a relabelled or replaced image is another set."""
+    """What a cache of bags was built from: every item's profile, label and files, masks too
+    (name, size, modification time): a relabelled or replaced image or mask is another set."""
     h = hashlib.sha256()
     for i in items:
         h.update(f"{i.profile}|{i.defect}|{i.part_key}".encode())
-        for path, kind in i.files:
+        files = list(i.files) + [(m, "mask") for m in i.masks if m is not None]
+        for path, kind in files:
             st = path.stat() if path.exists() else None
             h.update(f"|{path}|{kind}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()
@@ -112,7 +138,7 @@ def cached_bags(
             if str(f["key"]) == key:
                 kept = [items[k] for k in f["kept"]]
                 left = tuple(str(w) for w in f["left_out"])
-                return Bags(f["x"], f["start"], f["count"], f["label"], tuple(kept), left), True
+                return Bags(f["x"], f["start"], f["count"], f["label"], f["tile_label"], tuple(kept), left), True
     except (OSError, ValueError, KeyError):
         pass
     bags = build_bags(items, profiles, workers)
@@ -126,6 +152,7 @@ def cached_bags(
         start=bags.start,
         count=bags.count,
         label=bags.label,
+        tile_label=bags.tile_label,
         kept=np.array([index[id(i)] for i in bags.items], np.int64),
         left_out=np.array(bags.left_out, dtype=str),
     )

@@ -21,6 +21,8 @@ def markdown(card: dict[str, Any]) -> str:
         + f"; {card['data']['tiled']} tiled into {card['data']['tiles']} views by the daemon's locate-and-tile code"
         + (f", {len(card['data']['left_out'])} left out (no view)." if card["data"]["left_out"] else "."),
         "",
+        _masked_line(card["data"].get("masked")),
+        "",
         "| split | parts | items | defective items |",
         "|---|---|---|---|",
         *(f"| {side} | {v['parts']} | {v['items']} | {v['defect_items']} |" for side, v in card["split"].items()),
@@ -117,4 +119,14 @@ def _net_row(name: str, n: dict[str, Any]) -> str:
     runs = f"{n['epochs_run']} of {n['epochs_planned']}"
     return (
         f"| {name} | {n['parameters'] / 1e6:.1f} M | {runs} | {n['epochs_s']} | {n['best_epoch']} | {n['stopped_by']} |"
+    )
+
+
+def _masked_line(m: dict[str, int] | None) -> str:
+    if not m or not m["located_by_mask"]:
+        return "No mask located an indication: defective items were trained by their label alone."
+    return (
+        f"Masks (DIR/masks/) located the indication in {m['located_by_mask']} of {m['defective_items']} "
+        f"defective items: their {m['positive_tiles']} positive tiles were trained one by one, the rest "
+        "by the item's label (its highest tile)."
     )

@@ -5,7 +5,10 @@ The loss is the daemon's rule turned into a likelihood: a bag (an image, or a pa
 defective as its highest tile, so the bag's logit is the maximum of its tiles' logits and is
 fitted to the item's label (binary cross-entropy). Every tile of a good bag is a clean
 negative, so a step draws a few of them; a defective bag brings all its tiles, since which one
-shows the indication is not known.
+shows the indication is not known, unless its mask says (cellctl/train/masks.py): then each
+tile the indication lies in is a positive of its own and a few clean tiles of the same image
+are negatives; tiles the mask leaves open (an indication cut by the edge, a faint one) are not
+trained on.
 
 Class imbalance (defects are rare on a real line): ``sample`` trains each epoch on every
 defective bag and a fresh draw of ``negatives_per_positive`` good bags per defective one (a
@@ -43,6 +46,7 @@ from torch import nn
 
 from cellctl.train.augment import augment
 from cellctl.train.bags import Bags
+from cellctl.train.masks import NEGATIVE, POSITIVE
 from cellctl.train.nets import ResNet, build, freeze_batch_norms, load_exported
 
 BALANCES = ("sample", "weight", "none")
@@ -69,6 +73,7 @@ class FitConfig:
     temperature: float = 4.0
     seed: int = 0
     init: str | None = None  # an exported network to start from (its batch norms stay frozen)
+    masks: bool = True  # label tiles of defective images by their masks where they have one
 
     def key(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
@@ -190,18 +195,13 @@ def _step(
     hard_loss: nn.Module,
     soft: np.ndarray | None,
 ) -> torch.Tensor:
-    index: list[np.ndarray] = []
-    for b in chosen:
-        tiles = np.arange(bags.start[b], bags.start[b] + bags.count[b])
-        if bags.label[b] < 0.5 and len(tiles) > cfg.good_tiles_per_bag:  # any tile of a good bag is a negative
-            tiles = np.sort(rng.choice(tiles, cfg.good_tiles_per_bag, replace=False))
-        index.append(tiles)
+    index, targets = _step_groups(bags, chosen, rng, cfg)
     flat = np.concatenate(index)
     x = augment(_inputs(bags.x[flat]), rng, cfg.augment)
     logits = net(x.contiguous(memory_format=torch.channels_last))[0]
     bounds = np.cumsum([0] + [len(t) for t in index])
-    bag_logits = torch.stack([logits[a:b].max() for a, b in itertools.pairwise(bounds)])
-    loss: torch.Tensor = hard_loss(bag_logits, torch.from_numpy(bags.label[chosen]))
+    group_logits = torch.stack([logits[a:b].max() for a, b in itertools.pairwise(bounds)])
+    loss: torch.Tensor = hard_loss(group_logits, torch.from_numpy(np.asarray(targets, np.float32)))
     if soft is None:
         return loss
     t = cfg.temperature
@@ -209,6 +209,41 @@ def _step(
     distil = nn.functional.binary_cross_entropy_with_logits(logits / t, target) * t * t
     mixed: torch.Tensor = cfg.alpha * loss + (1.0 - cfg.alpha) * distil
     return mixed
+
+
+def _step_groups(
+    bags: Bags, chosen: np.ndarray, rng: np.random.Generator, cfg: FitConfig
+) -> tuple[list[np.ndarray], list[float]]:
+    """The tiles a step scores, in groups whose highest logit is fitted to the group's target.
+
+    A good bag: a few of its tiles, target 0 (any tile of it is a negative). A defective bag
+    whose mask labels tiles: each positive tile alone, target 1, and a few of its clean tiles
+    alone, target 0 (the hardest negatives there are: the same part, lamp and film as the
+    indication). A defective bag without a mask: all its tiles, target 1 (which one shows the
+    indication is not known).
+    """
+    groups: list[np.ndarray] = []
+    targets: list[float] = []
+    for b in chosen:
+        tiles = np.arange(bags.start[b], bags.start[b] + bags.count[b])
+        if bags.label[b] < 0.5:
+            if len(tiles) > cfg.good_tiles_per_bag:
+                tiles = np.sort(rng.choice(tiles, cfg.good_tiles_per_bag, replace=False))
+            groups.append(tiles)
+            targets.append(0.0)
+            continue
+        labels = bags.tile_label[tiles]
+        positive = tiles[labels == POSITIVE] if cfg.masks else tiles[:0]
+        if not len(positive):
+            groups.append(tiles)
+            targets.append(1.0)
+            continue
+        clean = tiles[labels == NEGATIVE]
+        if len(clean) > cfg.good_tiles_per_bag:
+            clean = np.sort(rng.choice(clean, cfg.good_tiles_per_bag, replace=False))
+        groups += [np.array([t]) for t in positive] + [np.array([t]) for t in clean]
+        targets += [1.0] * len(positive) + [0.0] * len(clean)
+    return groups, targets
 
 
 @torch.no_grad()

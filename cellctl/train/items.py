@@ -6,6 +6,7 @@ and strip together: "defect" says only that the part has a defect somewhere). Th
 judges a view by its highest tile and a part by its highest view, so an item's label is the
 label of its highest-scoring tile: training is multiple-instance learning over the item's
 tiles (cellctl/train/fit.py), and the label is never pushed onto a tile it does not describe.
+A defective image with a mask (``DIR/masks/``, cellctl/train/masks.py) labels its tiles too.
 
 Every item names its part (``part_key``) so a split can keep a part on one side only: the
 ``<part>_head90.png`` / ``<part>_strip.png`` names of `cellctl sim --export` and
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellctl.evaluation import LABELS, PARTS, STRIP_FILE, head_file
+from cellctl.train.masks import mask_path
 from cellctl.vision.images import image_files
 
 KINDS = ("head", "shank")
@@ -34,6 +36,9 @@ class Item:
     defect: bool
     part_key: str  # the physical part: items of one part stay on one side of a split
     name: str  # for reports: the file or part folder relative to its DIR
+    # per file: where its indications are (cellctl/train/masks.py), or None; only defective
+    # images of the images layout have one
+    masks: tuple[Path | None, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -57,7 +62,10 @@ def find_items(root: Path, profile: str, head_positions_deg: Sequence[float]) ->
         for label in LABELS:
             for path in image_files(root / kind / label):
                 key = f"{root}:{part_key(path)}"
-                items.append(Item(profile, ((path, kind),), label == "defect", key, f"{kind}/{label}/{path.name}"))
+                defect = label == "defect"
+                mask = mask_path(root, kind, path) if defect else None
+                masks = (mask if mask is not None and mask.is_file() else None,)
+                items.append(Item(profile, ((path, kind),), defect, key, f"{kind}/{label}/{path.name}", masks))
     if items:
         return items
     for label in LABELS:

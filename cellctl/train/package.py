@@ -38,6 +38,7 @@ from cellctl.ood.fit import min_holdout_views
 from cellctl.train.bags import Bags, cached_bags
 from cellctl.train.fit import Budget, FitConfig, Fitted, Refused, bag_max, fit, tile_logits
 from cellctl.train.items import Item, find_items
+from cellctl.train.masks import POSITIVE
 from cellctl.train.split import SIDES, Split, split_by_part
 
 FP32, INT8 = "student-fp32.onnx", "student-int8.onnx"
@@ -102,6 +103,7 @@ def run(req: TrainRequest) -> dict[str, Any]:
             "tiles": len(bags.x),
             "left_out": list(bags.left_out),
             "tiles_from_cache": cached,
+            "masked": masked(bags),
         },
         "split": split.summary(items),
         "student": _network(req.student, student) | {"distilled_from": [t["arch"] for t in teachers]},
@@ -125,6 +127,17 @@ def run(req: TrainRequest) -> dict[str, Any]:
     if not req.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return card
+
+
+def masked(bags: Bags) -> dict[str, int]:
+    """How many defective items a mask located (their tiles trained one by one), and the
+    positive tiles it gave."""
+    located = [b for b in range(len(bags)) if bags.label[b] > 0.5 and (bags.labels_of(b) == POSITIVE).any()]
+    return {
+        "defective_items": int((bags.label > 0.5).sum()),
+        "located_by_mask": len(located),
+        "positive_tiles": int(sum((bags.labels_of(b) == POSITIVE).sum() for b in located)),
+    }
 
 
 def _guard_can_be_thresholded(val: Bags, far: float) -> None:

@@ -21,6 +21,7 @@ from cellctl.train.augment import AUGMENTATIONS, augment, parse_augment
 from cellctl.train.bags import Bags
 from cellctl.train.fit import Budget, FitConfig, Refused, fit
 from cellctl.train.items import Item, part_key
+from cellctl.train.masks import NEGATIVE, UNKNOWN
 from cellctl.train.split import SIDES, split_by_part
 from tests.conftest import PROFILES, passing_copy, with_promotion
 
@@ -78,7 +79,8 @@ def synthetic_bags(n: int = 8, tiles: int = 2, size: int = 64) -> Bags:
         x[b * tiles, 1, size // 2, 8:-8] = 220
     found = tuple(Item("p", ((Path(f"{b}.png"), "head"),), bool(label[b]), f"k{b}", f"{b}") for b in range(n))
     counts = np.full(n, tiles, np.int64)
-    return Bags(x, np.arange(0, n * tiles, tiles, dtype=np.int64), counts, label, found, ())
+    tile_label = np.repeat(np.where(label > 0.5, UNKNOWN, NEGATIVE), tiles).astype(np.int8)
+    return Bags(x, np.arange(0, n * tiles, tiles, dtype=np.int64), counts, label, tile_label, found, ())
 
 
 CFG = FitConfig(arch="resnet10", epochs=2, lr=1e-3, bags_per_step=4, good_tiles_per_bag=1, seed=5)
@@ -100,7 +102,7 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path: Path) -> None:
         fit(other, bags, bags, tmp_path / "cut.ckpt", Budget(None), resume=True)
     with pytest.raises(Refused, match="budget ran out before the student"):  # the teachers took it all
         fit(CFG, bags, bags, tmp_path / "late.ckpt", Budget(60.0, spent=61.0))
-    none = Bags(bags.x, bags.start, bags.count, np.zeros_like(bags.label), bags.items, ())
+    none = Bags(bags.x, bags.start, bags.count, np.zeros_like(bags.label), bags.tile_label, bags.items, ())
     with pytest.raises(Refused, match="no defective item"):
         fit(CFG, none, none, tmp_path / "none.ckpt", Budget(None))
 
@@ -118,6 +120,15 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
     assert card["int8_vs_fp32"]["items"] == held
     assert json.loads((package / "train.json").read_text())["versions"]["torch"].startswith("2.13")
     assert "held-out" in (package / "MODEL_CARD.md").read_text().lower()
+    # the renders' masks located indications: those items trained tile by tile
+    renders = package.parent / "renders"
+    for kind in ("head", "shank"):
+        defects = {p.name for p in (renders / kind / "defect").iterdir()}
+        assert defects and {p.name for p in (renders / "masks" / kind).iterdir()} == defects
+    masked = card["data"]["masked"]
+    assert 0 < masked["located_by_mask"] <= masked["defective_items"]
+    assert masked["positive_tiles"] >= masked["located_by_mask"]
+    assert f"located the indication in {masked['located_by_mask']} of" in (package / "MODEL_CARD.md").read_text()
 
 
 def test_a_profile_pointing_at_the_package_is_checked_evaluated_and_run(
