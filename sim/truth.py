@@ -16,9 +16,12 @@ import numpy as np
 from cellctl.config import PartProfile, ViewSpec
 from cellctl.sim.part import SimPart
 from cellctl.sim.scene import FRAME_SHAPE, HeadRender, StripRender, head_paths
+from cellctl.train.masks import CLEAR_PX
 
 CLEAR_COS = 0.45  # between VISIBLE_COS and this, a head indication is seen too obliquely to call
-CLEAR_POINTS = 8  # px of indication path inside a tile for it to count; fewer is ambiguous
+# px of indication path inside a tile for it to count (fewer is ambiguous): the rule that labels
+# tiles by masks in training (cellctl/train/masks.py)
+CLEAR_POINTS = CLEAR_PX
 
 HeadPaths = tuple[tuple[np.ndarray, ...], tuple[float, ...], tuple[float, ...]]  # paths, visibility, contrast
 

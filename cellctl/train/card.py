@@ -21,7 +21,7 @@ def markdown(card: dict[str, Any]) -> str:
         + f"; {card['data']['tiled']} tiled into {card['data']['tiles']} views by the daemon's locate-and-tile code"
         + (f", {len(card['data']['left_out'])} left out (no view)." if card["data"]["left_out"] else "."),
         "",
-        _masked_line(card["data"].get("masked")),
+        _masked_line(card["data"]["masked"]),
         "",
         "| split | parts | items | defective items |",
         "|---|---|---|---|",
@@ -122,8 +122,8 @@ def _net_row(name: str, n: dict[str, Any]) -> str:
     )
 
 
-def _masked_line(m: dict[str, int] | None) -> str:
-    if not m or not m["located_by_mask"]:
+def _masked_line(m: dict[str, int]) -> str:
+    if not m["located_by_mask"]:
         return "No mask located an indication: defective items were trained by their label alone."
     return (
         f"Masks (DIR/masks/) located the indication in {m['located_by_mask']} of {m['defective_items']} "

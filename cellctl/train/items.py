@@ -63,8 +63,8 @@ def find_items(root: Path, profile: str, head_positions_deg: Sequence[float]) ->
             for path in image_files(root / kind / label):
                 key = f"{root}:{part_key(path)}"
                 defect = label == "defect"
-                mask = mask_path(root, kind, path) if defect else None
-                masks = (mask if mask is not None and mask.is_file() else None,)
+                mask = mask_path(root, kind, path)
+                masks = (mask if defect and mask.is_file() else None,)
                 items.append(Item(profile, ((path, kind),), defect, key, f"{kind}/{label}/{path.name}", masks))
     if items:
         return items

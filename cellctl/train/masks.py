@@ -27,7 +27,7 @@ from cellctl.vision.preprocess import tile_pixels
 MASKS = "masks"
 RELEVANT = 255
 BELOW = 128  # what the simulator writes for an indication below the minimum
-CLEAR_PX = 8  # fewest relevant pixels in a tile for it to be a positive (sim/truth.py's CLEAR_POINTS)
+CLEAR_PX = 8  # fewest relevant pixels in a tile for it to be a positive (the simulator's image labels too)
 
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1  # a tile's label
 
@@ -84,13 +84,13 @@ def tile_labels(mask: np.ndarray, tiles: Sequence[ViewSpec], min_length_px: floa
     _, comp = cv2.connectedComponents(cv2.dilate(relevant.astype(np.uint8), np.ones((3, 3), np.uint8)), connectivity=8)
     comp = np.where(relevant, comp, 0)
     sizes = np.bincount(comp.ravel())
+    needed = np.maximum(CLEAR_PX, np.minimum(sizes / 2.0, min_length_px))
     out = np.full(len(tiles), UNKNOWN, np.int8)
     for i, spec in enumerate(tiles):
         rows, y = tile_pixels(comp, spec)
         window = rows[y : y + spec.height_px, spec.x_px : spec.x_px + spec.width_px]
         inside = np.bincount(window.ravel(), minlength=len(sizes))
         inside[0] = 0
-        needed = np.maximum(CLEAR_PX, np.minimum(sizes / 2.0, min_length_px))
         if (inside >= needed).any():
             out[i] = POSITIVE
         else:

@@ -132,11 +132,11 @@ def run(req: TrainRequest) -> dict[str, Any]:
 def masked(bags: Bags) -> dict[str, int]:
     """How many defective items a mask located (their tiles trained one by one), and the
     positive tiles it gave."""
-    located = [b for b in range(len(bags)) if bags.label[b] > 0.5 and (bags.labels_of(b) == POSITIVE).any()]
+    positives = [int((bags.labels_of(b) == POSITIVE).sum()) for b in range(len(bags)) if bags.label[b] > 0.5]
     return {
-        "defective_items": int((bags.label > 0.5).sum()),
-        "located_by_mask": len(located),
-        "positive_tiles": int(sum((bags.labels_of(b) == POSITIVE).sum() for b in located)),
+        "defective_items": len(positives),
+        "located_by_mask": sum(p > 0 for p in positives),
+        "positive_tiles": sum(positives),
     }
 
 
