@@ -20,6 +20,7 @@ to the files (or part folders) there are.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -30,8 +31,10 @@ from typing import Any
 
 from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, ViewResult
+from cellctl.drawn import Drawn, breakdown, read_drawn
 from cellctl.inspection import Frame, Inspection, Model, inspect_image, inspect_part
 from cellctl.outcome import Outcome
+from cellctl.ranking import item_score, ranking
 from cellctl.vision.images import image_files, labelled_images, read_camera_image
 from cellctl.vision.preprocess import InvalidImage
 
@@ -61,6 +64,7 @@ class Judged:
     views: tuple[ViewResult, ...] = ()
     coverage: dict[str, float] = field(default_factory=dict)
     unreadable: tuple[str, ...] = ()  # "<file>: why" of each file that could not be used
+    drawn: Drawn | None = None  # what a rendered part carries (its part.json); parts only
 
     @property
     def called(self) -> str:
@@ -145,9 +149,11 @@ def judge_part(folder: Path, truth: str, root: Path, rp: ResolvedProfile, model:
             frames.append(Frame(*read_camera_image(path, kind, rp.profile)))
         except InvalidImage as exc:
             bad.append((path, _why(exc, path)))
+    drawn = read_drawn(folder)
     if bad:
-        return _unreadable(name, "part", truth, bad, root)
-    return _judged(name, "part", truth, inspect_part(frames[:-1], frames[-1], rp, model))
+        return dataclasses.replace(_unreadable(name, "part", truth, bad, root), drawn=drawn)
+    judged = _judged(name, "part", truth, inspect_part(frames[:-1], frames[-1], rp, model))
+    return dataclasses.replace(judged, drawn=drawn)
 
 
 def part_folders(root: Path) -> list[tuple[Path, str]]:
@@ -197,6 +203,7 @@ def report(
     by_kind = {k: tally(j for j in judged if j.kind == k) for k in kinds if any(j.kind == k for j in judged)}
     if len(kinds) > 1:
         by_kind["total"] = tally(judged)
+    drawn = breakdown((j.truth, j.called, j.drawn) for j in judged) if mode == "parts" else None
     return {
         "profile": rp.name,
         "mode": mode,
@@ -204,6 +211,7 @@ def report(
         "ood_threshold": model.ood_threshold,
         "model": {"path": str(model.path), "sha256": model.sha256},
         **by_kind,
+        **({"drawn": drawn} if drawn is not None else {}),
         "unreadable": [why for j in judged for why in j.unreadable],
         "items": [item(j) for j in judged],
     }
@@ -212,6 +220,7 @@ def report(
 def tally(judged: Iterable[Judged]) -> dict[str, Any]:
     """n, the confusion (truth x called), escapes, false rejects, rechecks, their rates and the
     recheck causes counted by pattern (each pattern once per item)."""
+    judged = list(judged)
     confusion = {t: {c: 0 for c in ("good", "defect", "recheck")} for t in LABELS}
     reasons: Counter[str] = Counter()
     n = 0
@@ -236,6 +245,7 @@ def tally(judged: Iterable[Judged]) -> dict[str, Any]:
         "false_reject_rate": _rate(false_rejects, good),
         "recheck_rate": _rate(rechecks, n),
         "recheck_reasons": dict(reasons.most_common()),
+        "ranking": ranking((j.truth, item_score(j.views)) for j in judged),
     }
 
 
@@ -251,14 +261,20 @@ def item(j: Judged) -> dict[str, Any]:
         "called": j.called,
         "reason": j.decision.reason,
         "max_score": _finite(j.decision.max_score),
+        "score": _finite(item_score(j.views)),
         "worst_view": j.decision.worst_view,
         "coverage": {k: round(v, 4) for k, v in j.coverage.items()},
         "views": [
             {"name": v.name, "score": _finite(v.score), "ood": _finite(v.ood), "problem": v.problem} for v in j.views
         ],
         **({"causes": list(j.causes)} if j.causes else {}),
+        **({"drawn": _drawn(j.drawn)} if j.drawn is not None else {}),
     }
 
 
 def _finite(value: float | None) -> float | None:
     return round(value, 6) if value is not None and math.isfinite(value) else None
+
+
+def _drawn(drawn: Drawn) -> dict[str, Any]:
+    return {k: v if v is None or isinstance(v, int) else round(v, 4) for k, v in dataclasses.asdict(drawn).items()}

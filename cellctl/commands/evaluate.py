@@ -60,6 +60,15 @@ def print_table(result: dict[str, Any]) -> None:
             f"{s['false_rejects']:>11}{_r(s['false_reject_rate']):>8}{s['rechecks']:>9}{_r(s['recheck_rate']):>8}"
         )
     overall = result[kinds[-1]]
+    rank = overall["ranking"]
+    if rank["auc"] is not None:
+        print(
+            f"ranking by each item's highest trusted score: AUC {rank['auc']:.4f}; no escape at a threshold of "
+            f"{rank['zero_escape_threshold']:.4g}, where {rank['false_rejects_at_zero_escapes']} of "
+            f"{rank['scored_good']} scored good items would be rejected ({rank['unscored']} items unscored)"
+        )
+    if "drawn" in result:
+        _print_drawn(result["drawn"])
     print("confusion (rows: truth; columns: called good (PASS) / defect (REJECT) / recheck (RECHECK))")
     for truth in ("good", "defect"):
         row = overall["confusion"][truth]
@@ -77,6 +86,18 @@ def print_table(result: dict[str, Any]) -> None:
         for line in result["unreadable"][:LISTED]:
             print(f"  {line}")
         _more(len(result["unreadable"]))
+
+
+def _print_drawn(drawn: dict[str, Any]) -> None:
+    """Good parts clean and with sub-threshold indications apart (from the renders' part.json)."""
+    print("good parts by what they carry (part.json of cellctl sim --export):")
+    for group, text in (("good_clean", "no indication"), ("good_with_subthreshold", "below the minimum only")):
+        g = drawn[group]
+        print(f"  {text:24}{g['n']:>6} parts{g['false_rejects']:>6} false rejects{g['rechecks']:>6} rechecks")
+    near = ", ".join(f"{n} reach {float(level):.0%}" for level, n in drawn["good_near_limit"].items())
+    print(f"  of their largest sub-threshold indications (relative to the limit): {near}")
+    if drawn["unrecorded"]:
+        print(f"  {drawn['unrecorded']} parts without a part.json are not in these counts")
 
 
 def _list(title: str, items: list[dict[str, Any]]) -> None:

@@ -190,6 +190,19 @@ def test_eval_parts_judges_whole_parts_and_a_part_missing_a_view_is_recheck(expo
     s = report["part"]
     assert s["n"] == 4 and s["defective"] == counts.get("parts/defect", 0)
     _consistent(s)
+    # from the renders' part.json: good parts split by what they carry below the minimum
+    drawn = report["drawn"]
+    good = [i for i in report["items"] if i["truth"] == "good"]
+    assert drawn["good_clean"]["n"] + drawn["good_with_subthreshold"]["n"] == len(good) and drawn["unrecorded"] == 0
+    for it in report["items"]:
+        record = json.loads((root / it["name"] / "part.json").read_text())
+        assert it["drawn"]["subthreshold"] == len(record["relevant"]) - sum(record["relevant"])
+        assert (it["drawn"]["strongest"] is not None) is (it["truth"] == "defect")
+        # a part's score (what ranks it) is its highest trusted view's
+        trusted = [v["score"] for v in it["views"] if v["problem"] is None and v["score"] is not None]
+        assert it["score"] == max(trusted, default=None)
+    rank = s["ranking"]
+    assert rank["scored_good"] + rank["scored_defective"] + rank["unscored"] == 4
     for it in report["items"]:  # every head frame in the profile's order, then the strip's tiles
         heads = [v["name"].split("#")[0] for v in it["views"] if v["name"].startswith("head@")]
         assert heads == sorted(heads, key=lambda n: RP.profile.head_positions_deg.index(float(n[5:])))
