@@ -65,9 +65,9 @@ from cellctl import ood
 from cellctl.commands.common import embedded_config, find_profile
 from cellctl.config import ConfigError, ResolvedProfile, file_sha256
 from cellctl.drivers import DriverInitError
-from cellctl.evaluation import PARTS, STRIP_FILE, Judged, causes, head_file, tally
+from cellctl.evaluation import PARTS, STRIP_FILE, Judged, head_file, judged, tally
 from cellctl.inference import OnnxInferencer
-from cellctl.inspection import Frame, Inspection, Model, inspect_image, inspect_part
+from cellctl.inspection import Frame, Model, inspect_image, inspect_part
 from cellctl.machine import describe
 from cellctl.ood.graph import PREFIX as GUARD_PREFIX
 from cellctl.sim.baseline import MARGIN_MM, RuleScore, best_threshold, max_green_rule, part_region
@@ -362,14 +362,14 @@ def judge_shots(
 ) -> list[Judged]:
     """One part through the decision path as ``cellctl eval`` puts its exported files through
     it: per image (each labelled head frame and the strip alone, named as in the export) or
-    the part whole. Views dropped: only the figures are kept."""
+    the part whole."""
     part_id = shots.part.part_id
     heads = [Frame(data, fmt) for data, fmt in shots.heads]
     strip = Frame(*shots.strip)
     if mode == "parts":
         truth = "defect" if shots.part.defective else "good"
-        return [_judged(f"{PARTS}/{truth}/{part_id}", "part", truth, inspect_part(heads, strip, rp, model))]
-    judged = []
+        return [judged(f"{PARTS}/{truth}/{part_id}", "part", truth, inspect_part(heads, strip, rp, model))]
+    out = []
     angles = rp.profile.head_positions_deg
     for frame, angle, label in zip([*heads, strip], [*angles, 0.0], labels, strict=True):
         if label is None:
@@ -378,12 +378,8 @@ def judge_shots(
         truth = "defect" if label else "good"
         stem = Path(head_file(angle)).stem if kind == "head" else Path(STRIP_FILE).stem
         inspection = inspect_image(frame, kind, rp, model, angle)
-        judged.append(_judged(f"{kind}/{truth}/{part_id}_{stem}.png", kind, truth, inspection))
-    return judged
-
-
-def _judged(name: str, kind: str, truth: str, inspection: Inspection) -> Judged:
-    return Judged(name, kind, truth, inspection.decision, causes(inspection), (), inspection.coverage)
+        out.append(judged(f"{kind}/{truth}/{part_id}_{stem}.png", kind, truth, inspection))
+    return out
 
 
 # --------------------------------------------------------------------------- the sets
