@@ -90,7 +90,7 @@ def reason_pattern(text: str) -> str:
     return _NUMBER.sub("#", text)
 
 
-def judged(name: str, kind: str, truth: str, inspection: Inspection) -> Judged:
+def judged_inspection(name: str, kind: str, truth: str, inspection: Inspection) -> Judged:
     """What one inspection of a labelled image (or part) came to."""
     return Judged(name, kind, truth, inspection.decision, causes(inspection), inspection.views, inspection.coverage)
 
@@ -131,7 +131,7 @@ def judge_image(path: Path, kind: str, truth: str, root: Path, rp: ResolvedProfi
         data, fmt = read_camera_image(path, kind, rp.profile)
     except InvalidImage as exc:
         return _unreadable(name, kind, truth, [(path, _why(exc, path))], root)
-    return judged(name, kind, truth, inspect_image(Frame(data, fmt), kind, rp, model, head_angle(path)))
+    return judged_inspection(name, kind, truth, inspect_image(Frame(data, fmt), kind, rp, model, head_angle(path)))
 
 
 def judge_part(folder: Path, truth: str, root: Path, rp: ResolvedProfile, model: Model) -> Judged:
@@ -153,7 +153,7 @@ def judge_part(folder: Path, truth: str, root: Path, rp: ResolvedProfile, model:
     drawn = read_drawn(folder)
     if bad:
         return dataclasses.replace(_unreadable(name, "part", truth, bad, root), drawn=drawn)
-    whole = judged(name, "part", truth, inspect_part(frames[:-1], frames[-1], rp, model))
+    whole = judged_inspection(name, "part", truth, inspect_part(frames[:-1], frames[-1], rp, model))
     return dataclasses.replace(whole, drawn=drawn)
 
 

@@ -65,7 +65,7 @@ from cellctl import ood
 from cellctl.commands.common import embedded_config, find_profile
 from cellctl.config import ConfigError, ResolvedProfile, file_sha256
 from cellctl.drivers import DriverInitError
-from cellctl.evaluation import PARTS, STRIP_FILE, Judged, head_file, judged, tally
+from cellctl.evaluation import PARTS, STRIP_FILE, Judged, head_file, judged_inspection, tally
 from cellctl.inference import OnnxInferencer
 from cellctl.inspection import Frame, Model, inspect_image, inspect_part
 from cellctl.machine import describe
@@ -368,7 +368,7 @@ def judge_shots(
     strip = Frame(*shots.strip)
     if mode == "parts":
         truth = "defect" if shots.part.defective else "good"
-        return [judged(f"{PARTS}/{truth}/{part_id}", "part", truth, inspect_part(heads, strip, rp, model))]
+        return [judged_inspection(f"{PARTS}/{truth}/{part_id}", "part", truth, inspect_part(heads, strip, rp, model))]
     out = []
     angles = rp.profile.head_positions_deg
     for frame, angle, label in zip([*heads, strip], [*angles, 0.0], labels, strict=True):
@@ -378,7 +378,7 @@ def judge_shots(
         truth = "defect" if label else "good"
         stem = Path(head_file(angle)).stem if kind == "head" else Path(STRIP_FILE).stem
         inspection = inspect_image(frame, kind, rp, model, angle)
-        out.append(judged(f"{kind}/{truth}/{part_id}_{stem}.png", kind, truth, inspection))
+        out.append(judged_inspection(f"{kind}/{truth}/{part_id}_{stem}.png", kind, truth, inspection))
     return out
 
 
