@@ -95,7 +95,7 @@ def _print_drawn(drawn: dict[str, Any]) -> None:
         g = drawn[group]
         print(f"  {text:24}{g['n']:>6} parts{g['false_rejects']:>6} false rejects{g['rechecks']:>6} rechecks")
     near = ", ".join(f"{n} reach {float(level):.0%}" for level, n in drawn["good_near_limit"].items())
-    print(f"  of their largest sub-threshold indications (relative to the limit): {near}")
+    print(f"  good parts whose largest sub-threshold indication comes near the limit: {near}")
     if drawn["unrecorded"]:
         print(f"  {drawn['unrecorded']} parts without a part.json are not in these counts")
 
