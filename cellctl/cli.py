@@ -189,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="profile whose preprocessing the model expects")
     p.add_argument("--config", type=existing_file, default=None)
     p.add_argument("--max-images", type=positive_int, default=200, help="calibration images, >= 1 (default 200)")
+    p.add_argument(
+        "--keep-float",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="blocks that may stay float where quantizing them changes decisions on the calibration views "
+        "(default 2; 0: all quantized)",
+    )
+    p.add_argument("--threads", type=positive_int, default=2, help="onnxruntime threads (default 2)")
     p = sub.add_parser(
         "pod",
         help="probability of detection (MIL-HDBK-1823A): inject graded indications into simulated good parts, "

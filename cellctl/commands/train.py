@@ -148,7 +148,15 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's pars
         type=positive_int,
         default=300,
         metavar="N",
-        help="train views calibrating INT8 (default 300)",
+        help="train views calibrating INT8, and val views INT8 is checked against FP32 on (default 300)",
+    )
+    p.add_argument(
+        "--keep-float",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="blocks INT8 may keep float where quantizing them changes decisions on the check views "
+        "(default 2; 0: all quantized)",
     )
     p.add_argument(
         "--keep-work", action="store_true", help="keep OUT/work/ (tiles, checkpoints) after the package is written"
@@ -211,6 +219,7 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads,
         false_alarm_rate=args.false_alarm_rate,
         calibration_views=args.calibration_views,
+        keep_float_max=args.keep_float,
         keep_work=args.keep_work,
     )
     try:
@@ -235,6 +244,9 @@ def _print(card: dict[str, Any]) -> None:
                     f"held-out {model} {profile} {kind}: n {t['n']}, escapes {t['escapes']}, "
                     f"false rejects {t['false_rejects']}, rechecks {t['rechecks']}"
                 )
+    from cellctl.keep_float import describe
+
+    print(f"INT8: {describe(card['int8_quantization'])}")
     c = card["int8_vs_fp32"]
     print(f"INT8 vs FP32: {c['views_differing']} of {c['views']} held-out views decided otherwise")
     print(f"deploy it with `cellctl promote {card['package']} --profile NAME` (the gate checks these figures)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellctl.keep_float import describe
+
 
 def markdown(card: dict[str, Any]) -> str:
     s = card["student"]
@@ -74,6 +76,8 @@ def markdown(card: dict[str, Any]) -> str:
         ]
     c = card["int8_vs_fp32"]
     lines += [
+        f"INT8 quantization: {describe(card['int8_quantization'])}.",
+        "",
         f"INT8 against FP32 on the held-out split: {c['items_differing']} of {c['items']} items and "
         f"{c['views_differing']} of {c['views']} views decided otherwise.",
         "",

@@ -4,8 +4,10 @@ then the held-out split through the daemon's decision path for FP32 and INT8 ali
 The guard is fitted on the train split's views and its threshold set on the val split's (parts
 it was not fitted on) for ``false_alarm_rate``; the INT8 model gets its own guard on its own
 features (quantization moves them). INT8 calibration views are a seeded draw from the train
-split. The held-out split is judged with ``cellctl.evaluation`` (the code of ``cellctl eval``:
-locate, tile, guard, decide, with the profile's threshold), per profile and per view kind,
+split; INT8 is compared with FP32 on a draw of the val split's views, and the blocks whose
+quantization changes decisions there are kept float (cellctl.keep_float). The held-out split
+is judged with ``cellctl.evaluation`` (the code of ``cellctl eval``: locate, tile, guard,
+decide, with the profile's threshold), per profile and per view kind,
 and every held-out view's decision (defect, clean, not trusted) is compared between INT8 and
 FP32: the gate (``cellctl promote``) wants them identical.
 """
@@ -23,7 +25,7 @@ from cellctl.decision import ViewResult
 from cellctl.evaluation import Judged, judge_image, judge_part, tally
 from cellctl.inference import OnnxInferencer
 from cellctl.ood.calibrate import Skipped, ViewSource, guard_views
-from cellctl.quantization import quantize_views
+from cellctl.quantization import Check, check_views, quantize_views
 from cellctl.train.bags import Bags
 from cellctl.train.items import Item
 from cellctl.train.nets import ResNet, export
@@ -50,7 +52,15 @@ def deploy(
         "fp32": guard_views(raw, req.out / FP32, fit, held, listed, req.false_alarm_rate, GUARD_SHRINKAGE, req.threads)
     }
     raw8 = work / "student-int8.raw.onnx"
-    quantize_views(raw, raw8, training_views(sides["train"], req.calibration_views, req.student.seed))
+    thresholds = tuple(sorted({rp.profile.decision.threshold for rp in listed}))
+    check = Check(
+        check_views(training_views(sides["val"], req.calibration_views, req.student.seed)),
+        thresholds,
+        req.keep_float_max,
+    )
+    quantized = quantize_views(
+        raw, raw8, lambda: training_views(sides["train"], req.calibration_views, req.student.seed), check, req.threads
+    )
     guards["int8"] = guard_views(
         raw8, req.out / INT8, fit, held, listed, req.false_alarm_rate, GUARD_SHRINKAGE, req.threads
     )
@@ -65,6 +75,7 @@ def deploy(
         },
         "guard": {name: _guard_figures(g) for name, g in guards.items()},
         "int8_calibration_views": min(req.calibration_views, int(sides["train"].count.sum())),
+        "int8_quantization": {k: v for k, v in quantized.items() if k != "sha256"},
         "heldout": {name: figures(j, profiles) for name, j in judged.items()},
         "int8_vs_fp32": compare(judged["fp32"], judged["int8"], profiles),
     }

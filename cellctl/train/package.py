@@ -59,6 +59,7 @@ class TrainRequest:
     threads: int = 2
     false_alarm_rate: float = 0.001
     calibration_views: int = 300
+    keep_float_max: int = 2  # blocks INT8 may keep float where quantization changes decisions (0: none)
     keep_work: bool = False
 
 
@@ -237,6 +238,7 @@ def train_record(req: TrainRequest) -> dict[str, Any]:
         "budget_s": req.budget_s,
         "false_alarm_rate": req.false_alarm_rate,
         "calibration_views": req.calibration_views,
+        "keep_float_max": req.keep_float_max,
         "threads": req.threads,
         "versions": versions(),
     }

@@ -130,6 +130,12 @@ CASES = [
         USAGE,
         "error: argument",
     ),
+    (
+        ["quantize", str(MODELS / "student-fp32.onnx"), "{TMP}/q.onnx", "--calibration", "{DIR}"]
+        + ["--profile", "m8x40-hex", "--keep-float", "-1"],
+        USAGE,
+        "--keep-float: must be 0 or more",
+    ),
     (["bench", "--fp32", "missing.onnx"], USAGE, "--fp32: no such file"),
     (["bench", "--rounds", "0"], USAGE, "--rounds: must be at least 1"),
     (["bench", "--profile", "nope"], USAGE, "'nope'"),

@@ -80,7 +80,10 @@ def test_quantize_writes_a_working_int8_model(tmp_path, capsys):
         )
         == 0
     )
-    assert file_sha256(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert file_sha256(out) in printed
+    line = next(x for x in printed.splitlines() if x.startswith("INT8: "))
+    assert "check views at threshold 0.5" in line and "decided otherwise" in line
     assert out.stat().st_size < (MODELS / "student-fp32.onnx").stat().st_size / 3  # int8 weights
     # a quantized student has no guard yet (`cellctl guard` adds it): the daemon refuses it
     with pytest.raises(DriverInitError, match="no out-of-distribution guard"):

@@ -118,6 +118,11 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
         assert card["models"][model]["sha256"] == file_sha256(package / f"student-{model}.onnx")
     assert card["teachers"][0]["arch"] == "resnet10" and card["student"]["distilled_from"] == ["resnet10"]
     assert card["int8_vs_fp32"]["items"] == held
+    q = card["int8_quantization"]  # checked against FP32 on val views (20: --calibration-views)
+    assert 0 < q["after"]["views"] == q["before"]["views"] <= 20 and q["thresholds"] == [0.5]
+    assert q["after"]["decisions_differ"] <= q["before"]["decisions_differ"] and len(q["kept_float"]) <= 2
+    assert q["quantizations"] >= 1 + 9 * len(q["kept_float"])  # each kept block won a round of trials
+    assert "INT8 quantization: " in (package / "MODEL_CARD.md").read_text()
     assert json.loads((package / "train.json").read_text())["versions"]["torch"].startswith("2.13")
     assert "held-out" in (package / "MODEL_CARD.md").read_text().lower()
     # the renders' masks located indications: those items trained tile by tile
