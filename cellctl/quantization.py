@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from cellctl.config import ResolvedProfile, file_sha256
 from cellctl.inspection import Frame, image_tiles, model_inputs
 from cellctl.keep_float import Agreement, agreement, node_groups, search
+from cellctl.ood.calibrate import Runner
 from cellctl.ood.graph import remove_guard
 from cellctl.vision.images import labelled_images, read_camera_image
 
@@ -78,7 +79,7 @@ def quantize(
     against FP32 on the same views at the profile's threshold."""
     views = np.concatenate([b["image"] for b in iter(ViewReader(rp, calibration, "image", max_images).get_next, None)])
     check = Check(views, (rp.profile.decision.threshold,), keep_float)
-    return _quantize(fp32, out, lambda name: ViewReader(rp, calibration, name, max_images), check, threads)
+    return quantize_views(fp32, out, lambda: iter(views), check, threads)  # the folder is read and tiled once
 
 
 def quantize_views(
@@ -110,7 +111,7 @@ def _quantize(
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         # the activation ranges do not depend on what is kept float: calibrated once, where onnxruntime can cache them
         cache = {"calibration_cache_path": str(Path(tmp) / "ranges.json")} if CACHE else {}
-        p32 = _probabilities(prepared, input_name, check.views, threads)
+        p32 = _probabilities(prepared, check.views, threads)
         trials: dict[tuple[str, ...], Path] = {}
 
         def measure(keep_float: list[str]) -> Agreement:
@@ -128,28 +129,20 @@ def _quantize(
                 **cache,
             )
             trials[tuple(keep_float)] = path
-            return agreement(p32, _probabilities(path, input_name, check.views, threads), check.thresholds)
+            return agreement(p32, _probabilities(path, check.views, threads), check.thresholds)
 
         found = search(node_groups(onnx.load(str(prepared)).graph.node), measure, check.max_float_groups)
         shutil.copyfile(trials[tuple(found.nodes_float)], out)
     return {"sha256": file_sha256(out), "calibration": "MinMax", "thresholds": list(check.thresholds)} | found.record()
 
 
-def _probabilities(model: Path, input_name: str, views: np.ndarray, threads: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    out = "defect_prob" if "defect_prob" in names else names[0]
-    batches = [session.run([out], {input_name: views[i : i + 16]})[0] for i in range(0, len(views), 16)]
-    return np.concatenate(batches).reshape(-1) if batches else np.zeros(0, np.float32)
+def _probabilities(model: Path, views: np.ndarray, threads: int) -> np.ndarray:
+    return Runner(model.read_bytes(), threads).run("defect_prob", views).reshape(-1)
 
 
 def check_views(views: Iterable[np.ndarray]) -> np.ndarray:
     """Views stacked for a Check (empty: 0 x 3 x 1 x 1)."""
-    listed: Sequence[np.ndarray] = [v.astype(np.float32) for v in views]
+    listed = [v.astype(np.float32) for v in views]
     return np.stack(listed) if listed else np.zeros((0, 3, 1, 1), np.float32)
 
 
@@ -187,6 +180,8 @@ def check_input(path: Path, out: Path, size: int) -> str | None:
     if len(dims) != 4 or dims[1] not in (3, None) or any(d not in (size, None) for d in dims[2:]):
         shown = ["N" if d is None else d for d in dims]
         return f"{path} takes {image.name!r} of shape {shown}; the profile feeds N x 3 x {size} x {size}"
+    if image.name != "image":
+        return f"{path} takes {image.name!r}; the daemon feeds 'image'"
     if "defect_prob" not in [o.name for o in model.graph.output]:
         return f"{path} has no output 'defect_prob' (outputs: {[o.name for o in model.graph.output]})"
     reason = quantized_already(model)

@@ -100,7 +100,7 @@ def good_views(rp: ResolvedProfile, root: Path, skipped: Skipped) -> Iterator[tu
         yield kind, batch
 
 
-class _Runner:
+class Runner:
     """One onnxruntime session on a model's bytes, run in bounded batches."""
 
     def __init__(self, model: bytes, threads: int) -> None:
@@ -132,7 +132,7 @@ def folder_views(sets: Sets) -> ViewSource:
 
 
 def collect(
-    runner: _Runner, output: str, views: ViewSource, reduce: Callable[[np.ndarray], np.ndarray], skipped: Skipped
+    runner: Runner, output: str, views: ViewSource, reduce: Callable[[np.ndarray], np.ndarray], skipped: Skipped
 ) -> dict[str, np.ndarray]:
     """``reduce(output)`` of every view, by key."""
     found: dict[str, list[np.ndarray]] = {}
@@ -184,14 +184,14 @@ def guard_views(
     replaced = remove_guard(model)
 
     skipped = {"fit": Skipped(), "holdout": Skipped()}
-    fit_x = collect(_Runner(model.SerializeToString(), threads), ood.FEATURES, fit, pooled, skipped["fit"])
+    fit_x = collect(Runner(model.SerializeToString(), threads), ood.FEATURES, fit, pooled, skipped["fit"])
     try:
         whitening = fit_whitening(np.concatenate(list(fit_x.values())), alpha)
     except ValueError as exc:
         raise Refused(f"cannot fit the guard: {exc}") from None
     add_guard(model, whitening)
     # the threshold is set on the scores the guarded graph itself gives: what the daemon compares
-    runner = _Runner(model.SerializeToString(), threads)
+    runner = Runner(model.SerializeToString(), threads)
     held = collect(runner, ood.OUTPUT, holdout, lambda s: s.astype(np.float64), skipped["holdout"])
     scores = np.concatenate(list(held.values()))
     if scores.size < min_holdout_views(far):
