@@ -1,13 +1,14 @@
 """The deployment gate (``cellctl promote PACKAGE --profile NAME``): a model package's INT8
 model goes into a profile only if its own measurements say it may.
 
-Checked, on the package's held-out items of that profile (card.json, measured by
-``cellctl train`` through the daemon's decision path), against the profile's ``promotion``
-limits: enough defective items and no escape among them; false rejects and rechecks within
-the limits; INT8 and FP32 deciding every held-out item and view alike. Then the package's
-INT8 file is checked to be the one the card measured (sha256), and timed side by side with the
-profile's current model on this machine (``cellctl bench``'s interleaved rounds): it must be at
-least as fast, within ``speed_tolerance`` for timing noise.
+Checked, on the package's held-out parts of that profile (card.json, measured by
+``cellctl train`` through the daemon's decision path, each part's items judged together as the
+daemon judges a part), against the profile's ``promotion`` limits: enough defective parts and
+no escape among them; false rejects and rechecks within the limits; INT8 and FP32 deciding
+every held-out item and view alike. Then the package's INT8 file is checked to be the one
+the card measured (sha256), and timed side by side with the profile's current model on this
+machine (``cellctl bench``'s interleaved rounds): it must be at least as fast, within
+``speed_tolerance`` for timing noise.
 
 Promoting copies the INT8 file next to the current model (``models/student-int8-<sha12>.onnx``;
 the current file is left where it is, so the previous model stays runnable by pointing the
@@ -65,24 +66,33 @@ def judge(card: dict[str, Any], rp: ResolvedProfile) -> Verdict:
     if not by_kind:
         v.check(False, f"the package has no held-out items of profile {rp.name}")
         return v
-    totals = {k: sum(int(t[k]) for t in by_kind.values()) for k in ("n", "good", "defective", "escapes")}
-    totals |= {k: sum(int(t[k]) for t in by_kind.values()) for k in ("false_rejects", "rechecks")}
-    v.figures["heldout_int8"] = totals | {"by_kind": by_kind}
+    keys = ("n", "good", "defective", "escapes", "false_rejects", "rechecks")
+    items = {k: sum(int(t[k]) for t in by_kind.values()) for k in keys}
+    v.figures["heldout_int8"] = items | {"by_kind": by_kind}
+    # judged per part, as the daemon judges (a card of an older factory has items only: judged so)
+    parts = card.get("heldout_parts", {}).get("int8", {}).get(rp.name, {}).get("part")
+    totals, unit = (parts, "parts") if parts else (items, "items")
+    if parts:
+        v.figures["heldout_parts_int8"] = parts
     v.check(
         totals["defective"] >= limits.min_defective,
-        f"{totals['defective']} defective held-out items (promotion.min_defective {limits.min_defective})",
+        f"{totals['defective']} defective held-out {unit} (promotion.min_defective {limits.min_defective})",
     )
-    v.check(totals["escapes"] == 0, f"{totals['escapes']} escapes of {totals['defective']} defective held-out items")
+    missed = f" ({items['escapes']} of {items['defective']} defective images missed by their own view)" if parts else ""
+    v.check(
+        totals["escapes"] == 0,
+        f"{totals['escapes']} escapes of {totals['defective']} defective held-out {unit}{missed}",
+    )
     fr = totals["false_rejects"] / totals["good"] if totals["good"] else 0.0
     v.check(
         totals["good"] > 0 and fr <= limits.max_false_reject_rate,
-        f"false rejects {totals['false_rejects']} of {totals['good']} good ({fr:.2%}; "
+        f"false rejects {totals['false_rejects']} of {totals['good']} good {unit} ({fr:.2%}; "
         f"promotion.max_false_reject_rate {limits.max_false_reject_rate:.2%})",
     )
     rr = totals["rechecks"] / totals["n"]
     v.check(
         rr <= limits.max_recheck_rate,
-        f"rechecks {totals['rechecks']} of {totals['n']} ({rr:.2%}; promotion.max_recheck_rate "
+        f"rechecks {totals['rechecks']} of {totals['n']} {unit} ({rr:.2%}; promotion.max_recheck_rate "
         f"{limits.max_recheck_rate:.2%})",
     )
     same = card.get("int8_vs_fp32", {})

@@ -4,9 +4,9 @@
 
 Writes OUT/student-int8.card.json (the figures; the system tests read its part-level rates),
 OUT/MODEL_CARD.md (rendered from it) and OUT/pod-m8x40-hex.png. OUT defaults to
-profiles/models. What it measures (issue 8), each on renders of seeds that neither training
-(sim/train.py: 20261206 and the seeds derived from it), nor the guard's fit, nor the INT8
-calibration use (README, "The default model": 8101, 8202, 101):
+profiles/models. What it measures (issue 8), each on renders of seeds the student factory never
+saw (its renders: seeds 9201-9204, README "The default model"; its guard and INT8 calibration
+come from their train and val split):
 
 1. Held-out, per profile, the simulator's default conditions (``conditions.DEFAULT``): every
    image through the daemon's decision path alone (``cellctl eval DIR``) and every part
@@ -22,8 +22,9 @@ calibration use (README, "The default model": 8101, 8202, 101):
 4. The simulated cell: ``cellctl sim --json`` per profile (PASS/REJECT/RECHECK, escapes,
    false rejects, guard counts, latency).
 5. POD: ``cellctl pod --json --plot`` on m8x40-hex.
-6. The guard's own figures (the model's ``cellctl.ood.*`` metadata), the training summary
-   (``student-fp32.train.json``, whatever keys it holds), the files and the machine.
+6. The guard's own figures (the model's ``cellctl.ood.*`` metadata), the training record (the
+   factory's ``package-card.json`` and ``package-train.json`` beside the model), the files
+   and the machine.
 
 Each part is judged right after it is rendered, on the pixels the export would write (PNG is
 lossless, so `cellctl eval` on the export gives the same figures: tests/unit/test_model_card.py),
@@ -616,11 +617,39 @@ def check_models(fp32: Path, int8: Path) -> dict[str, float]:
     return thresholds
 
 
-def train_summary(fp32: Path) -> dict[str, Any] | None:
-    path = fp32.with_suffix(".train.json")
-    if not path.is_file():
-        path = MODELS / "student-fp32.train.json"
-    return {"file": path.name, **json.loads(path.read_text())} if path.is_file() else None
+# the model package's records (`cellctl train`), copied beside the default model as written
+PACKAGE_CARD, PACKAGE_TRAIN, PACKAGE_SPLIT = "package-card.json", "package-train.json", "package-split.json"
+
+
+def train_summary(models_dir: Path) -> dict[str, Any] | None:
+    """What the factory recorded of the run that made the model: the model package's card.json
+    and train.json, kept beside the default model as ``cellctl train`` wrote them."""
+    card_path, train_path = models_dir / PACKAGE_CARD, models_dir / PACKAGE_TRAIN
+    if not card_path.is_file() or not train_path.is_file():
+        return None
+    card, train = json.loads(card_path.read_text()), json.loads(train_path.read_text())
+    student, split, data = card["student"], card["split"], card["data"]
+    options = train["student"]
+    return {
+        "file": f"{PACKAGE_CARD}, {PACKAGE_TRAIN}",
+        "data": [f"{f['profile']}: {Path(f['dir']).name}" for f in data["folders"]],
+        "items": data["items"],
+        "tiles": data["tiles"],
+        "masks": f"{data['masked']['located_by_mask']} of {data['masked']['defective_items']} defective items located",
+        "split_parts": " / ".join(f"{side} {split[side]['parts']}" for side in ("train", "val", "heldout")),
+        "student": student["arch"],
+        "epochs": f"{student['epochs_run']} of {student['epochs_planned']} (stopped by {student['stopped_by']}), "
+        f"epoch {student['best_epoch']} kept (lowest validation loss)",
+        "lr": options["lr"],
+        "balance": f"{options['balance']}, {options['negatives_per_positive']:g} good per defective",
+        "augment": options["augment"],
+        "teachers": ", ".join(t["arch"] for t in card["teachers"]) or "none",
+        "seed": options["seed"],
+        "int8_kept_float": card["int8_quantization"]["kept_float"] or "nothing",
+        "training_s": card["timings"]["total_s"],
+        "machine": f"{card['machine']['cpu']}, {card['machine']['cores']} cores",
+        "torch": train["versions"]["torch"],
+    }
 
 
 # --------------------------------------------------------------------------- the card
@@ -632,7 +661,7 @@ def build_card(args: argparse.Namespace, sizes: Sizes, clock: Clock) -> dict[str
         "sizes": sizes.as_dict(),
         "machine": describe(),
         "models": {name: model_facts(path) for name, path in models.items()},
-        "train": train_summary(models["fp32"]),
+        "train": train_summary(MODELS),
     }
     seconds: dict[str, float] = {}
     with _work_dir(args.work) as work:
@@ -800,9 +829,11 @@ def _train_section(card: dict[str, Any], add: Any) -> None:
     add("")
     t = card["train"]
     if t is None:
-        add("No training summary (`student-fp32.train.json`) next to the FP32 model.")
+        add(f"No training record (`{PACKAGE_CARD}`, `{PACKAGE_TRAIN}` of `cellctl train`) beside the default model.")
         return
-    add(f"Simulator renders only, no plant images. From `{t['file']}` (written by `python -m cellctl.sim.train`):")
+    add("Simulator renders only, no plant images, made by the student factory (`cellctl train`; README.md,")
+    add(f'"The default model"). From the model package\'s `card.json` and `train.json`, kept as `{PACKAGE_CARD}`')
+    add(f"and `{PACKAGE_TRAIN}`; its own held-out figures are there too:")
     add("")
     add("| key | value |")
     add("|---|---|")

@@ -147,17 +147,18 @@ class SimGeometry(SettingsModel):
 
 
 class PromotionLimits(SettingsModel):
-    """What ``cellctl promote`` asks of a model package's held-out figures (every held-out item
-    of this profile, through the daemon's decision path) before it writes the model in here."""
+    """What ``cellctl promote`` asks of a model package's held-out figures (every held-out part
+    of this profile, its items judged together through the daemon's decision path) before it
+    writes the model in here."""
 
     max_false_reject_rate: float = Field(
-        default=0.01, ge=0.0, le=1.0, allow_inf_nan=False, description="good held-out items judged REJECT, at most"
+        default=0.01, ge=0.0, le=1.0, allow_inf_nan=False, description="good held-out parts judged REJECT, at most"
     )
     max_recheck_rate: float = Field(
-        default=0.05, ge=0.0, le=1.0, allow_inf_nan=False, description="held-out items judged RECHECK, at most"
+        default=0.05, ge=0.0, le=1.0, allow_inf_nan=False, description="held-out parts judged RECHECK, at most"
     )
     min_defective: int = Field(
-        default=10, ge=1, le=1_000_000, description="defective held-out items needed to say 0 escapes means anything"
+        default=10, ge=1, le=1_000_000, description="defective held-out parts needed to say 0 escapes means anything"
     )
     speed_tolerance: float = Field(
         default=0.1,

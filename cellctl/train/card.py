@@ -47,8 +47,11 @@ def markdown(card: dict[str, Any]) -> str:
             "",
         ]
     lines += ["## Held-out split, through the daemon's decision path", ""]
+    parts = card.get("heldout_parts", {})  # each part's items together, as the gate judges
     for model, by_profile in card["heldout"].items():
         for profile, by_kind in by_profile.items():
+            whole = parts.get(model, {}).get(profile, {}).get("part")
+            kinds = {**by_kind, **({"whole parts": whole} if whole else {})}
             lines += [
                 f"**{model.upper()}**, profile {profile}:",
                 "",
@@ -57,7 +60,7 @@ def markdown(card: dict[str, Any]) -> str:
                 *(
                     f"| {k} | {t['n']} | {t['defective']} | {t['escapes']} | {t['false_rejects']} | {t['rechecks']} | "
                     f"{t['accuracy']} |"
-                    for k, t in by_kind.items()
+                    for k, t in kinds.items()
                 ),
                 "",
             ]

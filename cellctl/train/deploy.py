@@ -25,6 +25,7 @@ from cellctl.decision import ViewResult
 from cellctl.evaluation import Judged, judge_image, judge_part, tally
 from cellctl.inference import OnnxInferencer
 from cellctl.ood.calibrate import Skipped, ViewSource, guard_views
+from cellctl.outcome import Outcome
 from cellctl.quantization import Check, check_views, quantize_views
 from cellctl.train.bags import Bags
 from cellctl.train.items import Item
@@ -77,6 +78,7 @@ def deploy(
         "int8_calibration_views": min(req.calibration_views, int(sides["train"].count.sum())),
         "int8_quantization": {k: v for k, v in quantized.items() if k != "sha256"},
         "heldout": {name: figures(j, profiles) for name, j in judged.items()},
+        "heldout_parts": {name: figures(whole_parts(j, heldout), profiles) for name, j in judged.items()},
         "int8_vs_fp32": compare(judged["fp32"], judged["int8"], profiles),
     }
 
@@ -119,6 +121,27 @@ def figures(judged: list[tuple[str, Judged]], profiles: dict[str, ResolvedProfil
         mine = [j for p, j in judged if p == name]
         kinds = sorted({j.kind for j in mine})
         out[name] = {kind: tally(j for j in mine if j.kind == kind) for kind in kinds}
+    return out
+
+
+SEVERITY = {Outcome.PASS: 0, Outcome.RECHECK: 1, Outcome.REJECT: 2}
+
+
+def whole_parts(judged: list[tuple[str, Judged]], heldout: Sequence[Item]) -> list[tuple[str, Judged]]:
+    """The held-out items of each part judged together, as the daemon judges a part on all its
+    views: REJECT if any item is, else RECHECK if any item is, else PASS; defective if any of
+    its items is. An indication its head frame shows only at a tile's edge and the strip shows
+    whole is found once, as in the cell (the gate's "no escape per part")."""
+    groups: dict[tuple[str, str], list[Judged]] = {}
+    for (profile, j), item in zip(judged, heldout, strict=True):
+        groups.setdefault((profile, item.part_key), []).append(j)
+    out = []
+    for (profile, key), items in groups.items():
+        worst = max(items, key=lambda j: SEVERITY[j.decision.outcome])  # the first of the most severe
+        truth = "defect" if any(j.truth == "defect" for j in items) else "good"
+        causes = tuple(dict.fromkeys(c for j in items for c in j.causes))
+        views = tuple(v for j in items for v in j.views)
+        out.append((profile, Judged(key, "part", truth, worst.decision, causes, views)))
     return out
 
 

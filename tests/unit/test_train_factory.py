@@ -16,9 +16,14 @@ import torch
 import yaml
 
 from cellctl.cli import main as cli
-from cellctl.config import file_sha256
+from cellctl.config import file_sha256, resolve_profile
+from cellctl.decision import Decision
+from cellctl.evaluation import Judged, tally
+from cellctl.outcome import Outcome
+from cellctl.promotion import judge
 from cellctl.train.augment import AUGMENTATIONS, augment, parse_augment
 from cellctl.train.bags import Bags
+from cellctl.train.deploy import whole_parts
 from cellctl.train.fit import Budget, FitConfig, Refused, fit
 from cellctl.train.items import Item, part_key
 from cellctl.train.masks import NEGATIVE, UNKNOWN
@@ -55,6 +60,57 @@ def test_part_keys_of_the_export_names() -> None:
         part_key(Path("20261206T204209.885Z-0000000019-P00019_strip.png")) == "20261206T204209.885Z-0000000019-P00019"
     )
     assert part_key(Path("photo_0001.png")) == "photo_0001"  # no view suffix: a part of its own
+
+
+def _judged(name: str, truth: str, outcome: Outcome) -> tuple[str, Judged]:
+    return "m8x40-hex", Judged(name, "head", truth, Decision(outcome, f"{outcome} because", 0.5, name), ())
+
+
+def test_a_part_is_judged_on_all_its_items_as_the_daemon_judges_it() -> None:
+    rows = [
+        ("a", "defect", Outcome.PASS),  # a head frame shows it at a tile's edge and misses it...
+        ("a", "good", Outcome.REJECT),  # ...the strip shows it whole: the part is rejected
+        ("b", "defect", Outcome.PASS),  # missed by every view: an escape
+        ("b", "good", Outcome.PASS),
+        ("c", "good", Outcome.RECHECK),  # a view not trusted: the part goes to a person
+        ("c", "good", Outcome.PASS),
+        ("d", "good", Outcome.RECHECK),  # a defect seen is a defect, whatever else failed
+        ("d", "defect", Outcome.REJECT),
+        ("e", "good", Outcome.PASS),
+    ]
+    judged = [_judged(f"{part}_{k}", truth, outcome) for k, (part, truth, outcome) in enumerate(rows)]
+    held = [Item("m8x40-hex", ((Path(f"{j.name}.png"), "head"),), False, f"d:{j.name[0]}", j.name) for _, j in judged]
+    parts = {j.name: j for _, j in whole_parts(judged, held)}
+    called = {k: (j.truth, j.called) for k, j in parts.items()}
+    assert called == {
+        "d:a": ("defect", "defect"),
+        "d:b": ("defect", "good"),
+        "d:c": ("good", "recheck"),
+        "d:d": ("defect", "defect"),
+        "d:e": ("good", "good"),
+    }
+    assert parts["d:d"].decision.reason == "REJECT because"
+    t = tally(parts.values())
+    assert (t["n"], t["defective"], t["escapes"], t["false_rejects"], t["rechecks"]) == (5, 3, 1, 0, 1)
+
+
+def test_the_gate_counts_escapes_per_part_and_falls_back_to_items_on_an_older_card() -> None:
+    rp = resolve_profile(PROFILES / "m8x40-hex.yaml")
+    figures = {"n": 100, "good": 80, "defective": 20, "false_rejects": 0, "rechecks": 0}
+    card = {
+        "heldout": {"int8": {"m8x40-hex": {"head": figures | {"escapes": 2}}}},  # 2 head frames missed...
+        "heldout_parts": {
+            "int8": {"m8x40-hex": {"part": {**figures, "n": 30, "good": 18, "defective": 12, "escapes": 0}}}
+        },
+        "int8_vs_fp32": {"items_differing": 0, "views_differing": 0, "views": 500},
+    }
+    v = judge(card, rp)  # ...each part caught by another of its views
+    assert not v.failed, v.failed
+    assert any("0 escapes of 12 defective held-out parts (2 of 20 defective images" in p for p in v.passed), v.passed
+    card["heldout_parts"]["int8"]["m8x40-hex"]["part"]["escapes"] = 1
+    assert any("1 escapes of 12 defective held-out parts" in f for f in judge(card, rp).failed)
+    del card["heldout_parts"]  # a card written before parts were judged: its items decide
+    assert any("2 escapes of 20 defective held-out items" in f for f in judge(card, rp).failed)
 
 
 def test_augmentation_stays_in_range_and_can_be_switched_off() -> None:
@@ -118,6 +174,9 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
         assert card["models"][model]["sha256"] == file_sha256(package / f"student-{model}.onnx")
     assert card["teachers"][0]["arch"] == "resnet10" and card["student"]["distilled_from"] == ["resnet10"]
     assert card["int8_vs_fp32"]["items"] == held
+    for model in ("fp32", "int8"):  # the same items judged as whole parts, one per held-out part
+        whole = card["heldout_parts"][model]["m8x40-hex"]["part"]
+        assert whole["n"] == split["summary"]["heldout"]["parts"] and whole["escapes"] <= held
     q = card["int8_quantization"]  # checked against FP32 on val views (20: --calibration-views)
     assert 0 < q["after"]["views"] == q["before"]["views"] <= 20 and q["thresholds"] == [0.5]
     assert q["after"]["decisions_differ"] <= q["before"]["decisions_differ"] and len(q["kept_float"]) <= 2
@@ -125,6 +184,7 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
     assert "INT8 quantization: " in (package / "MODEL_CARD.md").read_text()
     assert json.loads((package / "train.json").read_text())["versions"]["torch"].startswith("2.13")
     assert "held-out" in (package / "MODEL_CARD.md").read_text().lower()
+    assert "| whole parts |" in (package / "MODEL_CARD.md").read_text()
     # the renders' masks located indications: those items trained tile by tile
     renders = package.parent / "renders"
     for kind in ("head", "shank"):
@@ -209,7 +269,7 @@ def test_the_gate_refuses_a_package_that_fails_and_leaves_the_profile_alone(
     assert cli(["promote", str(package), "--profile", str(path), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert not result["promoted"] and path.read_bytes() == before
-    assert any("defective held-out items" in f for f in result["failed"])  # one epoch on 16 parts: too little
+    assert any("defective held-out parts" in f for f in result["failed"])  # one epoch on 16 parts: too little
     assert cli(["promote", str(tmp_path), "--profile", str(path)]) == 2  # no card: not a package
     assert "no card.json" in capsys.readouterr().err
     # a model swapped after it was measured is not the model the card speaks for
