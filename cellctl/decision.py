@@ -82,3 +82,16 @@ def decide(
     if not views:
         return Decision(Outcome.RECHECK, "no views", None, None)
     return Decision(Outcome.PASS, f"all {len(views)} views clean", max_score, worst_view)
+
+
+SEVERITY = {Outcome.PASS: 0, Outcome.RECHECK: 1, Outcome.REJECT: 2}
+
+
+def combine(decisions: Sequence[Decision]) -> Decision:
+    """One part's decision from decisions taken on its views separately (images judged one by
+    one, as `cellctl eval` and the factory's held-out split judge them): the order ``decide``
+    follows on all views at once, REJECT if any is, else RECHECK if any is, else PASS; the
+    first of the most severe, with its reason. No decision at all is RECHECK, as no views is."""
+    if not decisions:
+        return Decision(Outcome.RECHECK, "no views", None, None)
+    return max(decisions, key=lambda d: SEVERITY[d.outcome])

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from cellctl.config import ResolvedProfile, file_sha256
-from cellctl.decision import ViewResult
+from cellctl.decision import ViewResult, combine
 from cellctl.evaluation import Judged, judge_image, judge_part, tally
 from cellctl.inference import OnnxInferencer
 from cellctl.ood.calibrate import Skipped, ViewSource, guard_views
-from cellctl.outcome import Outcome
 from cellctl.quantization import Check, check_views, quantize_views
 from cellctl.train.bags import Bags
 from cellctl.train.items import Item
@@ -124,9 +123,6 @@ def figures(judged: list[tuple[str, Judged]], profiles: dict[str, ResolvedProfil
     return out
 
 
-SEVERITY = {Outcome.PASS: 0, Outcome.RECHECK: 1, Outcome.REJECT: 2}
-
-
 def whole_parts(judged: list[tuple[str, Judged]], heldout: Sequence[Item]) -> list[tuple[str, Judged]]:
     """The held-out items of each part judged together, as the daemon judges a part on all its
     views: REJECT if any item is, else RECHECK if any item is, else PASS; defective if any of
@@ -137,11 +133,10 @@ def whole_parts(judged: list[tuple[str, Judged]], heldout: Sequence[Item]) -> li
         groups.setdefault((profile, item.part_key), []).append(j)
     out = []
     for (profile, key), items in groups.items():
-        worst = max(items, key=lambda j: SEVERITY[j.decision.outcome])  # the first of the most severe
         truth = "defect" if any(j.truth == "defect" for j in items) else "good"
         causes = tuple(dict.fromkeys(c for j in items for c in j.causes))
         views = tuple(v for j in items for v in j.views)
-        out.append((profile, Judged(key, "part", truth, worst.decision, causes, views)))
+        out.append((profile, Judged(key, "part", truth, combine([j.decision for j in items]), causes, views)))
     return out
 
 

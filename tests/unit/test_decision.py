@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from cellctl.decision import ViewResult, decide
+from cellctl.decision import Decision, ViewResult, combine, decide
 from cellctl.fault import Fault, Step
 from cellctl.outcome import Outcome
 
@@ -76,3 +76,18 @@ def test_the_grey_zone_sends_an_unsure_part_to_recheck_naming_the_view():
     assert decide(views(0.01, 0.6, 0.3), 0.5, recheck_threshold=0.1).outcome is Outcome.REJECT
     # without a grey zone the same scores pass, as before
     assert decide(views(0.01, 0.3, 0.12), 0.5).outcome is Outcome.PASS
+
+
+def test_views_decided_apart_combine_as_decide_takes_them_together():
+    clean, seen, unsure = (
+        ViewResult("head@0", "head", 0.1, 1.0, None),
+        ViewResult("shank[r0,c0]", "shank", 0.9, 1.0, None),
+        ViewResult("head@90", "head", None, None, "out of distribution"),
+    )
+    apart = [decide([v], 0.5) for v in (clean, seen, unsure)]
+    assert combine(apart).outcome == decide([clean, seen, unsure], 0.5).outcome == Outcome.REJECT
+    assert combine(apart[::2]).outcome == decide([clean, unsure], 0.5).outcome == Outcome.RECHECK
+    assert combine(apart[:1]).outcome == decide([clean], 0.5).outcome == Outcome.PASS
+    assert (
+        combine([]) == Decision(Outcome.RECHECK, "no views", None, None) and decide([], 0.5).outcome == Outcome.RECHECK
+    )
