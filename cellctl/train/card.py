@@ -64,13 +64,13 @@ def markdown(card: dict[str, Any]) -> str:
                 ),
                 "",
             ]
-    for t in card["teachers"]:
+    alone = [("Student " + s["arch"], s["heldout_torch"])] if card["teachers"] and "heldout_torch" in s else []
+    for name, figures in alone + [("Teacher " + t["arch"], t["heldout"]) for t in card["teachers"]]:
         rows = [
-            f"| {k} | {v['n']} | {v['defective']} | {v['escapes']} | {v['false_rejects']} |"
-            for k, v in t["heldout"].items()
+            f"| {k} | {v['n']} | {v['defective']} | {v['escapes']} | {v['false_rejects']} |" for k, v in figures.items()
         ]
         lines += [
-            f"Teacher {t['arch']} in torch at 0.5, no guard, same held-out items:",
+            f"{name} in torch at 0.5, no guard, same held-out items:",
             "",
             "| kind | n | defective | escapes | false rejects |",
             "|---|---|---|---|---|",

@@ -107,7 +107,12 @@ def run(req: TrainRequest) -> dict[str, Any]:
             "masked": masked(bags),
         },
         "split": split.summary(items),
-        "student": _network(req.student, student) | {"distilled_from": [t["arch"] for t in teachers]},
+        "student": _network(req.student, student)
+        | {
+            "distilled_from": [t["arch"] for t in teachers],
+            # as the teachers are measured: the network alone, beside them
+            "heldout_torch": bag_figures(student, sides["heldout"]),
+        },
         "teachers": teachers,
         "distillation": (
             {"alpha": req.student.alpha, "temperature": req.student.temperature, "mode": "offline, per tile"}

@@ -173,6 +173,11 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
         assert sum(t["n"] for t in card["heldout"][model]["m8x40-hex"].values()) == held
         assert card["models"][model]["sha256"] == file_sha256(package / f"student-{model}.onnx")
     assert card["teachers"][0]["arch"] == "resnet10" and card["student"]["distilled_from"] == ["resnet10"]
+    # the student as a network alone, measured as the teachers are, on the same held-out items
+    alone, teacher = card["student"]["heldout_torch"], card["teachers"][0]["heldout"]
+    assert alone.keys() == teacher.keys() and 0 < sum(v["n"] for v in alone.values()) <= held
+    assert all(v["n"] == teacher[k]["n"] and v["defective"] == teacher[k]["defective"] for k, v in alone.items())
+    assert "Student resnet18 in torch at 0.5" in (package / "MODEL_CARD.md").read_text()
     assert card["int8_vs_fp32"]["items"] == held
     for model in ("fp32", "int8"):  # the same items judged as whole parts, one per held-out part
         whole = card["heldout_parts"][model]["m8x40-hex"]["part"]
