@@ -54,7 +54,6 @@ PLANT_DEFECT_RATE = 0.3
 POD_PARTS = 60  # the default card's (README "The default model")
 # what may differ between the two runs: the teachers, and what a rerun cannot hold equal
 MAY_DIFFER = {"teachers", "teacher_epochs", "versions", "budget_s"}
-STUDENTS = ("alone", "distilled")
 
 
 class NotTheSameRun(Exception):
