@@ -147,10 +147,10 @@ def measure_plant(models: dict[str, Path], work: Path, parts: int, clock: Clock)
 
 
 def _package_card(card: dict[str, Any]) -> dict[str, Any]:
-    """The distilled package's card, without what the table never reads (guard fits, histories
-    stay: they say how each network trained)."""
+    """The distilled package's card without its data, guard and quantization records (the
+    networks' histories stay: they say how each trained)."""
     keep = ("created_utc", "split", "student", "teachers", "distillation", "models", "heldout", "heldout_parts")
-    return {k: card[k] for k in keep if k in card} | {"timings": card["timings"], "int8_vs_fp32": card["int8_vs_fp32"]}
+    return {k: card[k] for k in (*keep, "timings", "int8_vs_fp32") if k in card}
 
 
 def record(package: Path, pod_parts: int, plant_parts: int, clock: Clock) -> dict[str, Any]:

@@ -12,7 +12,7 @@ KINDS = ("head", "shank")
 
 def _sum(by_profile: dict[str, Any], kind: str) -> dict[str, int] | None:
     """One kind's figures added over the profiles (the teachers are measured per kind only)."""
-    found = [p[kind] for p in by_profile.values() if kind in p]
+    found = [p[kind] for p in by_profile.values() if kind in p]  # kind: a view kind, "part" or a student
     if not found:
         return None
     return {k: sum(f.get(k, 0) for f in found) for k in ("n", "defective", "escapes", "false_rejects", "rechecks")}
@@ -30,11 +30,6 @@ def _cell(f: dict[str, Any] | None) -> str:
 def _parts(card: dict[str, Any], model: str) -> dict[str, int] | None:
     by_profile = card.get("heldout_parts", {}).get(model)
     return _sum(by_profile, "part") if by_profile else None
-
-
-def _plant(plant: dict[str, Any], student: str) -> dict[str, int]:
-    rows = [p[student] for p in plant["profiles"].values()]
-    return {k: sum(r[k] for r in rows) for k in ("n", "good", "defective", "escapes", "false_rejects", "rechecks")}
 
 
 def _a90(pod: dict[str, Any], sweep: str) -> str:
@@ -60,9 +55,9 @@ def better(default: dict[str, Any], record: dict[str, Any]) -> tuple[str, str]:
     cards = {"alone": default, "distilled": record["package"]}
 
     def key(student: str) -> tuple[int, float, int]:
-        held, plant = _parts(cards[student], "int8") or {}, _plant(record["plant"], student)
-        escapes = held.get("escapes", 0) + plant["escapes"]
-        cost = held.get("false_rejects", 0) + held.get("rechecks", 0) + plant["false_rejects"] + plant["rechecks"]
+        held, plant = _parts(cards[student], "int8") or {}, _sum(record["plant"]["profiles"], student) or {}
+        escapes = held.get("escapes", 0) + plant.get("escapes", 0)
+        cost = sum(d.get(k, 0) for d in (held, plant) for k in ("false_rejects", "rechecks"))
         return escapes, _worst_a9095(record["pod"][student]), cost
 
     keys = {s: key(s) for s in ("alone", "distilled")}
@@ -127,7 +122,7 @@ def section(
             fc = p["false_calls"]
             add(
                 f"| {name}, {model.upper()} | daemon's decision path | {_cell(kinds[0])} | {_cell(kinds[1])} | "
-                f"{_cell(_parts(card, model))} | {_cell(_plant(plant, student)) if last else '-'} | "
+                f"{_cell(_parts(card, model))} | {_cell(_sum(plant['profiles'], student)) if last else '-'} | "
                 f"{_a90(p, 'contrast') if last else '-'} | {_a90(p, 'length') if last else '-'} | "
                 f"{str(fc['false_calls']) + '/' + str(fc['n']) if last else '-'} | "
                 f"{card['timings']['student_s']:.0f} |"
