@@ -49,6 +49,7 @@ FLOOD_PARTS = 2000
 FLOOD_OVERSIZED = 20  # frames over MAX_FRAME_BYTES (and under MAXMSGSIZE: the cell refuses them)
 FLOOD_AHEAD = 200  # flood messages sent and not yet refused by the cell, at most (no HWM drops)
 FLOOD_STALL_S = 1.0  # ...unless the cell's refusals stop coming (dropped at its HWM)
+ROUTE_WAIT_S = 5.0  # late-ack: for the cell to be heard again after a bridge restart (it beats every 1 s)
 ROGUE_START_S = 30.0  # a rogue process that does not come up within this is reported, not waited on
 PART_FAULTS = frozenset(
     {"bridge-restart", "rogue-bridge", "duplicate-part", "unsolicited-part", "multipart", "stale-request", "flood"}
@@ -195,7 +196,12 @@ class SimBridge(BridgeServer):
         await asyncio.sleep(delay)
         while self._f_down:  # the bridge went away meanwhile: the ack goes when it is back
             await asyncio.sleep(0.05)
-        await super().send(identity, ack)
+        # on the cell's route of now: it may have reconnected meanwhile (a new routing id), and
+        # after a restart of the bridge its next heartbeat tells the route again
+        deadline = time.monotonic() + ROUTE_WAIT_S
+        while self.route(ack.cell_id) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await super().send(self.route(ack.cell_id) or identity, ack)
         log.info("sim.late_ack_sent", seq=ack.seq, after_s=delay)
 
     async def _f_flood(self, identity: bytes) -> None:

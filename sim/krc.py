@@ -21,7 +21,6 @@ Faults, switchable at run time: ``disconnect()`` drops the connection now; ``gar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter, OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from cellctl.bridge.eki import (
     encode,
 )
 from cellctl.bridge.robot import Placed, SortResult
+from cellctl.link.aio import cancel_and_wait
 from cellctl.link.protocol import Ready, Verdict
 from cellctl.outcome import BIN_OF, Bin
 
@@ -259,9 +259,7 @@ class SimKrc:
                     self._receive(connection, item)
         finally:
             self._drop(connection)
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            await cancel_and_wait(beats)
             writer.transport.abort()
             writer.close()
 

@@ -23,13 +23,15 @@ one connection up, reconnecting with a deterministic exponential back-off (0.1 s
   never outstanding together. A second sort of the same (cell, boot, seq) joins the first.
 - Heartbeats ``<Cell><Beat/></Cell>`` every ``heartbeat_s``; a robot silent for
   ``missed_beats * heartbeat_s`` (the KRL program sends ``<Robot><Beat/></Robot>``) is
-  disconnected and reconnected. Malformed robot input is logged and counted, never fatal.
+  disconnected and reconnected. Silent means no valid EKI message: a robot that sends only
+  garbage is silent too. Malformed robot input is counted and logged (the first ten, then every
+  thousandth), never fatal; a large read is parsed in slices, yielding to the event loop between
+  them, so a flood cannot hold up the heartbeats of the link or of the cells.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ from cellctl.bridge.eki import (
 )
 from cellctl.bridge.robot import Placed, SortResult
 from cellctl.drivers import DriverIOError, DriverTimeout
+from cellctl.link.aio import cancel_and_wait, noteworthy
 from cellctl.link.protocol import Ready, Refused, Verdict
 
 log = structlog.get_logger("cellctl.bridge.kuka")
@@ -58,6 +61,8 @@ log = structlog.get_logger("cellctl.bridge.kuka")
 RECONNECT_FIRST_S = 0.1  # first retry; doubles per failed attempt up to reconnect_max_s
 CONNECT_TIMEOUT_S = 5.0  # one TCP connect attempt
 READ_BYTES = 65_536
+# the stream parser runs ~0.5 MB/s in Python: ~8 ms per slice between two turns of the event loop
+PARSE_SLICE_BYTES = 4096
 EKI_BUFFER_MAX = 512  # the largest BUFFERING Limit EKI accepts
 UNSENDABLE_RES = 65_535  # the Res of a sort refused here, never sent (no KRL program uses it)
 
@@ -286,9 +291,7 @@ class KukaRobot:
         try:
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+            await cancel_and_wait(waiter)
 
     def _note_outstanding(self, link: _Link) -> None:
         self._max_outstanding = max(self._max_outstanding, link.outstanding)
@@ -341,27 +344,46 @@ class KukaRobot:
         beats = asyncio.create_task(self._beat(link), name="kuka-heartbeat")
         parser = EkiStreamParser()
         heard = False
+        loop = asyncio.get_running_loop()
+        # silence is measured from the last valid message, not the last byte: garbage is no sign of life
+        deadline = loop.time() + self._silence_s
         try:
             while not link.lost.is_set():
                 try:
-                    async with asyncio.timeout(self._silence_s):
+                    async with asyncio.timeout_at(deadline):
                         data = await reader.read(READ_BYTES)
                 except TimeoutError:
-                    self._counts["silences"] += 1
-                    log.error("kuka.silent", silent_s=self._silence_s)
-                    return heard
+                    return self._silent(heard)
                 except (ConnectionError, OSError):
                     return heard
                 if not data:
                     return heard
-                for item in parser.feed(data):
-                    heard |= not isinstance(item, EkiError)
-                    self._on_message(link, item)
+                if await self._parse(parser, link, data):
+                    heard = True
+                    deadline = loop.time() + self._silence_s
+                elif loop.time() >= deadline:  # a read that finds bytes waiting never times out
+                    return self._silent(heard)
             return heard
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            await cancel_and_wait(beats)
+
+    async def _parse(self, parser: EkiStreamParser, link: _Link, data: bytes) -> bool:
+        """Feed ``data`` to the parser a slice at a time; True if it held a valid message."""
+        valid = False
+        for start in range(0, len(data), PARSE_SLICE_BYTES):
+            if start:
+                await asyncio.sleep(0)  # let the heartbeats and the cells' messages through
+                if link.lost.is_set():
+                    break
+            for item in parser.feed(data[start : start + PARSE_SLICE_BYTES]):
+                valid |= not isinstance(item, EkiError)
+                self._on_message(link, item)
+        return valid
+
+    def _silent(self, heard: bool) -> bool:
+        self._counts["silences"] += 1
+        log.error("kuka.silent", silent_s=self._silence_s)
+        return heard
 
     async def _beat(self, link: _Link) -> None:
         while await self._write(link, EkiCellBeat()):
@@ -385,7 +407,9 @@ class KukaRobot:
     def _on_message(self, link: _Link, item: object) -> None:
         if isinstance(item, EkiError):
             self._malformed[item.reason.value] += 1
-            log.warning("kuka.malformed", reason=item.reason.value, detail=item.detail)
+            total = sum(self._malformed.values())
+            if noteworthy(total):  # a robot (or a wire) that sends only garbage is counted, not printed
+                log.warning("kuka.malformed", reason=item.reason.value, detail=item.detail, total=total)
         elif isinstance(item, EkiPart):
             self._on_part(link, item)
         elif isinstance(item, EkiAck):

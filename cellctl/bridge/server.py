@@ -4,8 +4,10 @@ Per cell: the latest ``ready`` wins (``robot.offer`` runs one at a time, a newer
 supersedes a queued older one, and the answer to a superseded request is never sent); a
 verdict acts once per (cell_id, boot_id, seq) (``dedupe``); heartbeats go to every cell heard
 within ``missed_beats * heartbeat_s``. With ``auth`` every peer is a CURVE client whose key is
-in the allow-list (ZAP), and a message naming another cell than the key's is refused
-``wrong_cell``. Every send goes through ``send``/``send_frames`` (the simulator overrides them
+in the allow-list (ZAP); the key is the cell, never the socket identity (a peer chooses that),
+the route to a cell is the routing id of its latest valid message, and a message naming
+another cell than the key's is refused ``wrong_cell``. Without ``auth`` the socket identity is
+the cell. Every send goes through ``send``/``send_frames`` (the simulator overrides them
 to inject link faults) with NOBLOCK: a peer at its high-water mark loses the message, counted.
 """
 
@@ -31,6 +33,7 @@ from cellctl.bridge.auth import BridgeAuth
 from cellctl.bridge.dedupe import Completed, Dedupe, Key
 from cellctl.bridge.robot import Placed, RobotSide
 from cellctl.drivers import CellError
+from cellctl.link.aio import noteworthy
 from cellctl.link.protocol import (
     MAXMSGSIZE,
     Ack,
@@ -69,15 +72,10 @@ class BridgeError(CellError):
     """The server cannot start (endpoint not bindable, keys unusable)."""
 
 
-def _noteworthy(n: int) -> bool:
-    """Log the first ten of a kind, then every thousandth: a flood is counted, not printed."""
-    return n <= 10 or n % 1000 == 0
-
-
 @dataclass
 class _Cell:
     cell_id: str
-    identity: bytes
+    identity: bytes  # the route: routing id of the cell's latest valid message
     last_heard: float
     up: bool = False
     boot_id: str | None = None
@@ -152,7 +150,10 @@ class BridgeServer:
             self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self.auth)
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted cell takes its identity back
+        # plain: the identity is the cell, so a restarted cell must take its identity back. With
+        # auth a cell sets no identity (libzmq assigns one) and the route follows its key: an
+        # identity in use is never taken over (a listed key choosing another cell's is ignored)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1 if self.auth is None else 0)
         # a send to a gone peer or one at its HWM raises instead of vanishing: drops are counted
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
@@ -212,6 +213,13 @@ class BridgeServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def route(self, cell_id: str) -> bytes | None:
+        """The routing id a message to ``cell_id`` goes to now (its latest valid message's), or
+        None if the cell was not heard since this start. A send deferred past a reconnection of
+        the cell must look it up again: a new connection has a new routing id."""
+        cell = self._cells.get(cell_id)
+        return None if cell is None else cell.identity
+
     @property
     def _security(self) -> str:
         return "none" if self.auth is None else "curve"
@@ -260,7 +268,6 @@ class BridgeServer:
         if cell_id is None:
             await self._refuse(identity, None, Rejected(Refusal.WRONG_CELL, why), len(payload), size)
             return
-        cell = await self._heard(cell_id, identity)
         message = decode_bridge_bound([f.bytes for f in payload])
         if isinstance(message, Rejected):
             await self._refuse(identity, cell_id, message, len(payload), size)
@@ -271,6 +278,8 @@ class BridgeServer:
             wrong = Rejected(Refusal.WRONG_CELL, f"sent by {cell_id}, names {claimed}")
             await self._refuse(identity, cell_id, wrong, len(payload), size, **ids)
             return
+        # only a valid message of the cell moves its route (and counts as a sign of life)
+        cell = await self._heard(cell_id, identity)
         if isinstance(message, Ready | Heartbeat) and message.boot_id != cell.boot_id:
             if cell.boot_id is not None:
                 log.info("bridge.cell_restarted", cell=cell_id, boot_id=message.boot_id)
@@ -299,8 +308,6 @@ class BridgeServer:
         keyholder = self.auth.cell_for(user_id)
         if keyholder is None:
             return None, "not an authenticated cell"
-        if identity != keyholder.encode():
-            return None, f"the socket identity is not that of the key's cell {keyholder}"
         return keyholder, ""
 
     async def _heard(self, cell_id: str, identity: bytes) -> _Cell:
@@ -308,6 +315,11 @@ class BridgeServer:
         cell = self._cells.get(cell_id)
         if cell is None:
             cell = self._cells[cell_id] = _Cell(cell_id, identity, now)
+        elif cell.identity != identity:
+            # a restarted cell (a new connection), or two processes sharing one key
+            self._counts["cell_moved"] += 1
+            if noteworthy(self._counts["cell_moved"]):
+                log.info("bridge.cell_moved", cell=cell_id, moves=self._counts["cell_moved"])
         cell.last_heard, cell.identity = now, identity
         if not cell.up:
             cell.up = True
@@ -319,7 +331,7 @@ class BridgeServer:
         self, identity: bytes, cell_id: str | None, why: Rejected, frames: int, size: int, **ids: str | None
     ) -> None:
         # never the content: a refused message may be anything, of any size
-        if _noteworthy(self._refused_sent[why.reason.value] + 1):
+        if noteworthy(self._refused_sent[why.reason.value] + 1):
             log.warning(
                 "bridge.refused", cell=cell_id, reason=why.reason.value, detail=why.detail, frames=frames, bytes=size
             )
@@ -327,7 +339,7 @@ class BridgeServer:
 
     def _on_refused(self, cell: _Cell, refused: Refused) -> None:
         self._refused_by_cells[refused.reason.value] += 1
-        if _noteworthy(self._refused_by_cells[refused.reason.value]):
+        if noteworthy(self._refused_by_cells[refused.reason.value]):
             log.warning("bridge.refused_by_cell", cell=cell.cell_id, reason=refused.reason.value, detail=refused.detail)
         try:
             self.robot.refused(cell.cell_id, refused)
@@ -446,7 +458,7 @@ class BridgeServer:
             event = parse_monitor_message(await monitor.recv_multipart())
             kind = _HANDSHAKE_FAILED.get(int(event["event"]), str(event["event"]))
             self._handshake_failed[kind] += 1
-            if _noteworthy(sum(self._handshake_failed.values())):
+            if noteworthy(sum(self._handshake_failed.values())):
                 log.warning("bridge.handshake_failed", kind=kind, total=sum(self._handshake_failed.values()))
 
     def health(self) -> dict[str, object]:
@@ -463,6 +475,7 @@ class BridgeServer:
             "parts_sent": self._counts["parts_sent"],
             "acks_sent": self._counts["acks_sent"],
             "duplicates": self._counts["duplicates"],
+            "cell_moves": self._counts["cell_moved"],
             "superseded": self._counts["superseded"],
             "readies_skipped": self._counts["readies_skipped"],
             "in_progress_ignored": self._counts["in_progress_ignored"],

@@ -73,8 +73,13 @@ HANDSHAKE_FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error during the handshake",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the bridge refused this cell's key (not in its allow-list?)",
 }
+# libzmq announces every reconnect it schedules or makes (CONNECT_RETRIED, CONNECTED); a
+# disconnect followed by neither within ABANDONED_AFTER_S is a session it ended for good. The
+# wait paces our own reconnects, so a rogue that keeps breaking the protocol cannot make us spin
+RECONNECTING = int(zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED)
+ABANDONED_AFTER_S = RECONNECT_IVL_MAX_MS / 1e3
 MONITOR_EVENTS = functools.reduce(
-    operator.or_, HANDSHAKE_FAILED, int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    operator.or_, HANDSHAKE_FAILED, int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED) | RECONNECTING
 )
 
 
@@ -126,6 +131,7 @@ class RobotLink:
         self._down_since_s = time.monotonic()
         self._down_s_total = 0.0
         self._failure_streak = 0
+        self._connect_events = 0  # libzmq's reconnects seen: a disconnect after which none comes is final
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> None:
@@ -135,7 +141,11 @@ class RobotLink:
         self._ctx = zmq.asyncio.Context()  # one per link: close() terminates it whole
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt_string(zmq.IDENTITY, self.cell_id)
+        if self.keys is None:
+            # plain: the bridge knows a cell by its socket identity. With CURVE it knows it by
+            # its key, and the bridge assigns the identity: a chosen one could be another
+            # cell's, and the bridge would route that cell's messages to whoever chose it
+            sock.setsockopt_string(zmq.IDENTITY, self.cell_id)
         sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
         sock.setsockopt(zmq.RCVHWM, HWM)
         sock.setsockopt(zmq.SNDHWM, HWM)
@@ -377,18 +387,27 @@ class RobotLink:
                         streak=self._failure_streak,
                         failures=self.handshake_failures,
                     )
-                if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                    # libzmq 4.3 ends the session for good after a protocol error (a peer without
-                    # CURVE on the endpoint: a rogue that bound it): connect again ourselves, paced
-                    # by the reconnect interval so a rogue cannot make us spin
-                    await asyncio.sleep(RECONNECT_IVL_MAX_MS / 1e3)
-                    self._reconnect()
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._failure_streak = 0
                 log.info("robot_link.connected", endpoint=self.settings.endpoint)
                 await self._greet()
             elif kind == zmq.EVENT_DISCONNECTED:
                 log.info("robot_link.disconnected", endpoint=self.settings.endpoint)
+                asyncio.get_running_loop().call_later(
+                    ABANDONED_AFTER_S, self._reconnect_if_abandoned, self._connect_events
+                )
+            elif kind & RECONNECTING:
+                self._connect_events += 1
+
+    def _reconnect_if_abandoned(self, seen: int) -> None:
+        """libzmq 4.3 ends a session for good after a protocol error (a peer without CURVE on
+        the endpoint, a frame over MAXMSGSIZE, a corrupted or injected frame), with a
+        disconnect and no retry: connect again ourselves, or the link would stay down until
+        the daemon restarts."""
+        if self._sock is None or self._connect_events != seen:
+            return
+        log.warning("robot_link.reconnecting", endpoint=self.settings.endpoint, why="libzmq ended the session")
+        self._reconnect()
 
     # ------------------------------------------------------------------ helpers
     async def _greet(self) -> None:

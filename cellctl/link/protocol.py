@@ -7,12 +7,14 @@ on, or refused with ``res != 0``), ``heartbeat``, ``refused``.
 
 Everything is bounded: a frame over ``MAX_FRAME_BYTES`` is refused before it is parsed (and
 the socket's MAXMSGSIZE disconnects a peer that sends one over ``MAXMSGSIZE``), every string
-has a length limit and a character set, every number a type (``"42"`` is not a seq). The
+has a length limit and a character set, every number a type (``"42"`` is not a seq); no
+object holds a key twice, no number is NaN or infinite, and a verdict's bin is its outcome's. The
 decoders never raise: they return the message or a ``Refusal`` that names why.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +22,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from cellctl.outcome import Bin, Outcome
+from cellctl.outcome import BIN_OF, Bin, Outcome
 from cellctl.text import SafeName, SafeText, printable
 
 T = TypeVar("T")
@@ -174,12 +176,57 @@ def _decode(frames: list[bytes], adapter: TypeAdapter[T]) -> T | Rejected:
     raw = frames[0]
     if len(raw) > MAX_FRAME_BYTES:
         return Rejected(Refusal.OVERSIZED, f"{len(raw)} bytes, at most {MAX_FRAME_BYTES}")
+    problem = _not_plain_json(raw)
+    if problem is not None:
+        return Rejected(Refusal.MALFORMED, problem)
     try:
-        return adapter.validate_json(raw)
+        message = adapter.validate_json(raw)
     except ValidationError as exc:
         return _why(raw, exc)
     except Exception as exc:  # noqa: BLE001 - the decoder never raises on wire input
         return Rejected(Refusal.MALFORMED, f"{type(exc).__name__}")
+    if isinstance(message, Verdict) and message.bin != BIN_OF[message.verdict]:
+        # the robot sorts by bin, the records keep the verdict: both must say the same
+        return Rejected(Refusal.MALFORMED, f"bin {int(message.bin)} is not the bin of {message.verdict.value}")
+    return message
+
+
+def _not_plain_json(raw: bytes) -> str | None:
+    """Why ``raw`` is not one plain JSON document, or None. validate_json takes the last of two
+    equal keys (a verdict could say one seq to a reader of the first and another to us) and the
+    non-JSON NaN / Infinity literals; Python's parser, which can see both, is the check. Frames
+    are at most MAX_FRAME_BYTES, so parsing twice costs little."""
+    try:
+        json.loads(raw.decode("utf-8"), object_pairs_hook=_unique, parse_constant=_no_constant, parse_float=_finite)
+    except _Refused as exc:
+        return str(exc)
+    except (ValueError, RecursionError) as exc:  # not UTF-8 (a ValueError too), not JSON, too deep
+        return printable(f"not JSON: {type(exc).__name__}: {exc}")[:200]
+    return None
+
+
+class _Refused(ValueError):
+    """Valid to Python's parser, not plain JSON for us."""
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Refused(printable(f"duplicate key {key[:40]!r}")[:200])
+        seen.add(key)
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> float:
+    raise _Refused(f"{name} is not JSON (a non-finite value travels as null)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON, but no float (a non-finite value travels as null)
+        raise _Refused(f"number {text[:40]} is out of range (a non-finite value travels as null)")
+    return value
 
 
 def _why(raw: bytes, exc: ValidationError) -> Rejected:

@@ -16,6 +16,7 @@ import pytest
 import zmq
 import zmq.asyncio
 import zmq.auth
+from structlog.testing import capture_logs
 
 from cellctl.bridge.auth import BridgeAuth
 from cellctl.bridge.dedupe import SqliteDedupe
@@ -36,7 +37,7 @@ from cellctl.link.protocol import (
     decode_cell_bound,
     encode,
 )
-from cellctl.outcome import Bin, Outcome
+from cellctl.outcome import BIN_OF, Bin
 
 WAIT_S = 30.0  # generous: conditions are awaited, never raced against a budget
 
@@ -112,16 +113,18 @@ class Keys:
 
 
 class TestCell:
-    """A cell's DEALER as the design has it (IDENTITY = cell_id, CURVE client)."""
+    """A cell's DEALER: a CURVE client, with the socket identity ``identity`` (None: none set,
+    as the link connects with CURVE; libzmq's ROUTER then assigns a routing id)."""
 
     __test__ = False
 
     def __init__(
-        self, ctx: zmq.asyncio.Context, endpoint: str, identity: str, curve: tuple[bytes, bytes, bytes] | None
+        self, ctx: zmq.asyncio.Context, endpoint: str, identity: str | None, curve: tuple[bytes, bytes, bytes] | None
     ):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        if identity is not None:
+            self.sock.setsockopt(zmq.IDENTITY, identity.encode())
         if curve is not None:
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.sock.connect(endpoint)
@@ -156,6 +159,7 @@ def ready(cell: str, request_id: str, accepted: str | None = None) -> Ready:
 
 
 def verdict(cell: str, seq: int, bin_: Bin = Bin.REJECT) -> Verdict:
+    outcome = {b: o for o, b in BIN_OF.items()}[bin_]  # the bridge refuses a bin not its verdict's
     return Verdict(
         cell_id=cell,
         boot_id="cellboot1",
@@ -163,7 +167,7 @@ def verdict(cell: str, seq: int, bin_: Bin = Bin.REJECT) -> Verdict:
         request_id="r1",
         part_id=f"P{seq}",
         profile="m8x40-hex",
-        verdict=Outcome.REJECT,
+        verdict=outcome,
         bin=bin_,
         reason="defect in head@90",
         scores={"head@90": 0.93},
@@ -197,12 +201,15 @@ async def server(keys: Keys, endpoint: str, robot: FakeRobot) -> AsyncIterator[B
 
 @pytest.fixture
 async def cells(keys: Keys, endpoint: str) -> AsyncIterator[Callable[..., TestCell]]:
-    """cells(identity, key_of=identity, curve=True): a connected test cell."""
+    """cells(name, key_of=name, curve=True, identity=None): a connected test cell. As the link
+    does, it sets no socket identity with CURVE and ``name`` without; ``identity`` forces one."""
     ctx = zmq.asyncio.Context()
     made: list[TestCell] = []
 
-    def make(identity: str, key_of: str | None = None, curve: bool = True) -> TestCell:
-        public, secret = keys.secret(key_of or identity)
+    def make(name: str, key_of: str | None = None, curve: bool = True, identity: str | None = None) -> TestCell:
+        public, secret = keys.secret(key_of or name)
+        if identity is None and not curve:
+            identity = name
         cell = TestCell(ctx, endpoint, identity, (public, secret, keys.bridge_public) if curve else None)
         made.append(cell)
         return cell
@@ -295,14 +302,83 @@ async def test_a_listed_cell_naming_another_cell_is_refused_wrong_cell(server, c
     await cell.send(verdict("cell-b", 3))
     refused = await cell.recv()
     assert isinstance(refused, Refused) and refused.reason == Refusal.WRONG_CELL
-    # cell-a's key under cell-b's socket identity: refused too, and cell-b is never reached
-    spoof = cells("cell-b", key_of="cell-a")
+    # cell-a's key under cell-b's socket identity is still cell-a (the key is the cell): refused
+    spoof = cells("cell-a", identity="cell-b")
     await spoof.send(verdict("cell-b", 4))
     refused = await spoof.recv()
     assert isinstance(refused, Refused) and refused.reason == Refusal.WRONG_CELL
     assert robot.offers == [] and robot.sorts == []
     assert server.health()["refused_sent"] == {"wrong_cell": 3}
     assert "cell-b" not in server.health()["cells"]  # type: ignore[operator]
+
+
+def _monitored(cell: TestCell) -> zmq.asyncio.Socket:
+    return cell.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+
+async def _handshake(monitor: zmq.asyncio.Socket) -> None:
+    await asyncio.wait_for(monitor.recv_multipart(), WAIT_S)
+    monitor.close(linger=0)
+
+
+def _drain(cell: TestCell) -> list[CellBound | Rejected]:
+    """What ``cell`` has received so far, without waiting."""
+    got: list[CellBound | Rejected] = []
+    while cell.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        got.append(decode_cell_bound(cell.sock.recv_multipart(zmq.NOBLOCK).result()))
+    return got
+
+
+@pytest.mark.parametrize("real_identity", [None, "cell-a"], ids=["as-the-link-connects", "identity-set"])
+async def test_a_listed_key_claiming_another_cells_identity_gets_nothing_of_that_cell(
+    server, cells, robot, real_identity
+):
+    real = cells("cell-a", identity=real_identity)
+    await real.send(Heartbeat(sender="cell-a", boot_id="cellboot1"))
+    await real.heartbeat()  # cell-a is up: the bridge has its route
+    hijacker = cells("cell-b", identity="cell-a")  # cell-b's key, cell-a's id as socket identity
+    monitor = _monitored(hijacker)
+    await _handshake(monitor)  # its key is listed: the connection completes
+    await hijacker.send(Heartbeat(sender="cell-b", boot_id="hijack1"))
+    if real_identity is None:  # the identity was free: it is cell-b, which the bridge beats as such
+        assert (await hijacker.heartbeat()).sender == "bridge"
+    # cell-a keeps being served, through the hijacker's whole life
+    for n in range(2):
+        await real.send(ready("cell-a", f"req-{n}"))
+        part = await real.recv()
+        assert isinstance(part, Part) and part.request_id == f"req-{n}"
+        await real.send(verdict("cell-a", 10 + n))
+        ack = await real.recv()
+        assert isinstance(ack, Ack) and (ack.cell_id, ack.seq) == ("cell-a", 10 + n)
+        beats = len(real.heartbeats)
+        while len(real.heartbeats) < beats + 2:  # two heartbeat rounds of the bridge to every cell
+            real.heartbeats.append(await real.heartbeat())
+    for message in _drain(hijacker):  # nothing of cell-a: at most the bridge's beats to cell-b
+        assert isinstance(message, Heartbeat), message
+    assert robot.offers == [("cell-a", "req-0"), ("cell-a", "req-1")]
+    assert robot.sorts == [("cell-a", 10), ("cell-a", 11)]
+    assert server.health()["cell_moves"] == 0 and server.health()["refused_sent"] == {}
+
+
+async def test_the_route_to_a_cell_follows_its_latest_valid_message(server, cells, robot):
+    """A restarted cell (a new connection with the same key), or two processes sharing one key:
+    the bridge answers on the connection that last sent a valid message of that cell."""
+    first = cells("cell-a")
+    await first.send(ready("cell-a", "req-1"))
+    assert isinstance(await first.recv(), Part)
+    second = cells("cell-a")
+    with capture_logs() as logs:
+        await second.sock.send(b"not json")  # invalid: refused to its sender, the route stays
+        assert isinstance(await second.recv(), Refused)
+        await first.send(verdict("cell-a", 1))
+        assert isinstance(await first.recv(), Ack)
+        await second.send(verdict("cell-a", 2))  # valid: the route moves
+        ack = await second.recv()
+        assert isinstance(ack, Ack) and ack.seq == 2
+    moved = [e for e in logs if e["event"] == "bridge.cell_moved"]
+    assert [(e["cell"], e["log_level"]) for e in moved] == [("cell-a", "info")]
+    assert server.health()["cell_moves"] == 1
+    assert all(isinstance(m, Heartbeat) for m in _drain(first))  # the ack of seq 2 went to second only
 
 
 async def test_an_answer_to_a_superseded_ready_is_not_sent(server, cells, robot):
@@ -446,8 +522,6 @@ async def test_a_restart_changes_the_boot_id_and_keeps_the_sqlite_dedupe(keys, e
 
 
 async def test_without_security_the_identity_is_the_cell_and_a_warning_is_logged(endpoint, robot, cells):
-    from structlog.testing import capture_logs
-
     bridge = BridgeServer(endpoint, robot, auth=None, heartbeat_s=0.2)
     with capture_logs() as logs:
         await bridge.start()

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from structlog.testing import capture_logs
 
-from cellctl.bridge.eki import EkiSort, encode
+from cellctl.bridge.eki import EkiRobotBeat, EkiSort, encode
 from cellctl.bridge.kuka import UNSENDABLE_RES, KukaRobot, RobotTimeout, RobotUnreachable
 from cellctl.bridge.robot import Placed, SortResult
+from cellctl.link.aio import cancel_and_wait
 from cellctl.link.protocol import Ready, Verdict
 from cellctl.outcome import Bin, Outcome
 from cellctl.sim.krc import SimKrc, garbage_documents
@@ -316,3 +318,139 @@ async def test_a_verdict_that_cannot_be_written_as_xml_is_refused_not_retried(ri
     assert rig.kuka is not None
     result = await rig.kuka.sort("c1", verdict(3, part_id="P\uffff"))  # a SafeName, not an XML character
     assert result.res == UNSENDABLE_RES and not rig.robot.sorts
+
+
+class TalkingRobot:
+    """A robot on real loopback TCP that, per connection, sends ``first`` once and then
+    ``then`` every ``every_s`` until the connection ends; reads and discards what it gets."""
+
+    def __init__(self, first: bytes, then: bytes, every_s: float) -> None:
+        self.first, self.then, self.every_s = first, then, every_s
+        self.connections = 0
+        self.heard_beat = asyncio.Event()  # the PC's first <Cell><Beat/></Cell> of a connection
+        self.writers: list[asyncio.StreamWriter] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._talk, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.connections += 1
+        self.writers.append(writer)
+        listening = asyncio.create_task(self._listen(reader))
+        try:
+            writer.write(self.first)
+            while not writer.is_closing():
+                await writer.drain()
+                await asyncio.sleep(self.every_s)
+                writer.write(self.then)
+        except (ConnectionError, OSError):
+            pass  # the PC dropped us
+        finally:
+            await cancel_and_wait(listening)
+            writer.transport.abort()
+            self._handlers.discard(task)
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        received = b""
+        while data := await reader.read(65_536):
+            received = (received + data)[-64:]
+            if b"<Cell><Beat/></Cell>" in received:
+                self.heard_beat.set()
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+BEAT = encode(EkiRobotBeat())
+GARBAGE = b"<Robot><Teleport/></Robot>"  # well-formed XML, no EKI message
+
+
+async def test_a_robot_that_sends_only_garbage_counts_as_silent_and_is_reconnected() -> None:
+    # garbage every 10 ms, the silence limit 0.3 s: only valid messages may restart the timer
+    babbler = TalkingRobot(GARBAGE, GARBAGE, every_s=0.01)
+    kuka = KukaRobot("127.0.0.1", await babbler.start(), heartbeat_s=0.1, reconnect_max_s=0.2)
+    await kuka.start()
+    try:
+        await eventually(lambda: babbler.connections >= 2, "reconnected after the garbage-only silence")
+        health = kuka.health()
+        assert int(str(health["silences"])) >= 1 and int(str(health["malformed"])) >= 1
+    finally:
+        await kuka.close()
+        await babbler.close()
+
+
+async def test_malformed_input_is_counted_in_full_and_logged_rate_limited() -> None:
+    n = 1_500
+    robot = TalkingRobot(BEAT + GARBAGE * n + BEAT, BEAT, every_s=BEAT_S)  # alive throughout
+    kuka = KukaRobot("127.0.0.1", await robot.start(), heartbeat_s=BEAT_S, reconnect_max_s=0.5)
+    with capture_logs() as logs:
+        await kuka.start()
+        try:
+            await eventually(lambda: kuka.health()["malformed"] == n, "every garbage document counted")
+            health = kuka.health()
+        finally:
+            await kuka.close()
+            await robot.close()
+    malformed = [e for e in logs if e["event"] == "kuka.malformed"]
+    assert [e["total"] for e in malformed] == [*range(1, 11), 1000]  # the first ten, then every 1000th
+    assert {e["log_level"] for e in malformed} == {"warning"}
+    assert health["malformed_by_reason"] == {"unknown": n}
+    assert (health["connects"], health["disconnects"], health["silences"]) == (1, 0, 0)
+
+
+async def test_close_is_never_lost_when_the_robot_drops_the_connection_just_before() -> None:
+    """close() lands while the client is cleaning up a connection the robot just dropped: the
+    cancellation must end the client (a swallowed one left the bridge deaf to SIGTERM)."""
+    for turns in range(40):  # close() that many event-loop turns after the drop: every phase of the cleanup
+        robot = TalkingRobot(BEAT, BEAT, every_s=BEAT_S)
+        kuka = KukaRobot("127.0.0.1", await robot.start(), heartbeat_s=BEAT_S, reconnect_max_s=0.5)
+        await kuka.start()
+        try:
+            await asyncio.wait_for(robot.heard_beat.wait(), WAIT_S)
+            robot.writers[0].transport.abort()  # the robot drops the connection
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            try:
+                await asyncio.wait_for(kuka.close(), WAIT_S)
+            except TimeoutError:
+                pytest.fail(f"close() {turns} loop turns after the robot dropped TCP never returned")
+        finally:
+            await kuka.close()
+            await robot.close()
+
+
+async def test_cancel_and_wait_swallows_the_childs_cancellation_not_the_callers() -> None:
+    cleaning = asyncio.Event()
+
+    async def child() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.Event().wait()  # cleans up until cancelled again
+            raise
+
+    async def caller(kid: asyncio.Task[None]) -> str:
+        await cancel_and_wait(kid)
+        return "ran on"
+
+    kid = asyncio.create_task(child())
+    assert await caller(asyncio.create_task(asyncio.sleep(10))) == "ran on"  # only the child was cancelled
+    outer = asyncio.create_task(caller(kid))
+    await asyncio.wait_for(cleaning.wait(), WAIT_S)  # the caller now waits for the child's end
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert outer.cancelled() and kid.cancelled()

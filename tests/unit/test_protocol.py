@@ -28,7 +28,7 @@ from cellctl.link.protocol import (
     decode_cell_bound,
     encode,
 )
-from cellctl.outcome import Bin, Outcome
+from cellctl.outcome import BIN_OF, Bin, Outcome
 
 FUZZ = settings(
     derandomize=True,
@@ -224,3 +224,61 @@ def test_the_size_limit_is_exact():
     assert len(at_limit) == MAX_FRAME_BYTES and decode_cell_bound([at_limit]) == CELL_BOUND[3]
     over = decode_cell_bound([b" " + at_limit])
     assert isinstance(over, Rejected) and over.reason is Refusal.OVERSIZED
+
+
+def _raw_verdict(**replace: str) -> bytes:
+    """VERDICT as text with raw JSON put in for some fields (what json.dumps cannot write)."""
+    text = encode(VERDICT).decode()
+    fields = json.loads(text)
+    for key, raw in replace.items():
+        text = text.replace(f'"{key}":{json.dumps(fields[key], separators=(",", ":"))}', f'"{key}":{raw}', 1)
+        assert f'"{key}":{raw}' in text, key
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    ("decode", "raw", "words"),
+    [
+        # two equal keys: validate_json keeps the last, another reader the first
+        (decode_cell_bound, b'{"v":2,"type":"ack","cell_id":"c","boot_id":"b","seq":1,"seq":2,"bin":1}', "'seq'"),
+        (decode_bridge_bound, _raw_verdict(bin='2,"bin":1'), "'bin'"),
+        (decode_bridge_bound, _raw_verdict(scores='{"head@0":0.1,"head@0":0.9}'), "'head@0'"),
+        (decode_cell_bound, b'{"v":2,"v":2,"type":"heartbeat","sender":"bridge","boot_id":"x"}', "'v'"),
+        # Python's json writes these, no JSON parser should take them: non-finite travels as null
+        (decode_bridge_bound, _raw_verdict(max_score="NaN"), "NaN"),
+        (decode_bridge_bound, _raw_verdict(latency_ms="Infinity"), "Infinity"),
+        (decode_bridge_bound, _raw_verdict(scores='{"head@0":-Infinity}'), "-Infinity"),
+        (decode_cell_bound, b'{"v":2,"type":"ack","cell_id":"c","boot_id":"b","seq":NaN,"bin":1}', "NaN"),
+        (decode_bridge_bound, _raw_verdict(latency_ms="1e400"), "1e400"),
+        # the robot sorts by bin, the records keep the verdict: they must agree
+        (decode_bridge_bound, _json(VERDICT, bin=1), "bin 1 is not the bin of REJECT"),
+        (decode_bridge_bound, _json(VERDICT, verdict="PASS"), "bin 2 is not the bin of PASS"),
+        (decode_bridge_bound, _json(VERDICT, verdict="RECHECK", bin=2), "bin 2 is not the bin of RECHECK"),
+    ],
+    ids=[
+        "dup-seq",
+        "dup-bin",
+        "dup-score",
+        "dup-v",
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "nan-seq",
+        "overflow",
+        "bin-of-pass",
+        "pass-in-bin-2",
+        "recheck-in-bin-2",
+    ],
+)
+def test_duplicate_keys_non_finite_literals_and_a_bin_against_its_verdict_are_malformed(decode, raw, words):
+    result = decode([raw])
+    assert isinstance(result, Rejected) and result.reason is Refusal.MALFORMED, result
+    assert words in result.detail and len(result.detail) <= 200 and result.detail.isprintable(), result.detail
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_a_verdict_in_the_bin_of_its_outcome_is_taken(outcome):
+    verdict = VERDICT.model_copy(update={"verdict": outcome, "bin": BIN_OF[outcome]})
+    assert decode_bridge_bound([encode(verdict)]) == verdict
+    scores_null = _json(VERDICT, scores={"head@0": None}, max_score=None)  # non-finite, as sent
+    assert isinstance(decode_bridge_bound([scores_null]), Verdict)

@@ -20,6 +20,7 @@ from cellctl.link.client import LinkReset, RobotLink
 from cellctl.link.keys import KeyFileError, LinkKeys
 from cellctl.link.protocol import (
     MAX_FRAME_BYTES,
+    MAXMSGSIZE,
     Ack,
     Heartbeat,
     Message,
@@ -48,7 +49,11 @@ async def until(condition: Callable[[], bool], what: str, timeout_s: float = WAI
 
 
 class Bridge:
-    """A ROUTER the test drives: what a bridge (or a rogue) sends and receives, by hand."""
+    """A ROUTER the test drives: what a bridge (or a rogue) sends and receives, by hand.
+
+    Plain, the cell's socket identity is its cell id. With CURVE the cell sets none (the bridge
+    knows it by its key) and libzmq assigns a routing id per connection: like the real bridge,
+    this one sends to the routing id of the latest message it received."""
 
     def __init__(self, endpoint: str, secret: bytes | None, *, rcvhwm: int = 10_000) -> None:
         self.endpoint = endpoint
@@ -62,13 +67,19 @@ class Bridge:
             self.sock.curve_server = True
             self.sock.curve_secretkey = secret
         self.sock.bind(endpoint)
-        self.identity = CELL.encode()
+        self.curve = secret is not None
+        self.identity = CELL.encode()  # with CURVE: learnt from what the cell sends
 
     async def recv(self, kind: str | None = None) -> dict[str, Any]:
         """The next message from the cell (of ``kind``; heartbeats skipped unless asked for)."""
         while True:
             identity, *frames = await asyncio.wait_for(self.sock.recv_multipart(), WAIT_S)
-            assert identity == self.identity and len(frames) == 1
+            if self.curve:
+                assert identity != CELL.encode()  # never chosen by the cell: libzmq's, per connection
+                self.identity = identity
+            else:
+                assert identity == CELL.encode()
+            assert len(frames) == 1
             message: dict[str, Any] = json.loads(frames[0])
             if kind == message["type"] or (kind is None and message["type"] != "heartbeat"):
                 return message
@@ -371,6 +382,23 @@ async def test_silence_takes_the_link_down_and_the_next_message_brings_it_up(end
         assert health["down_s_total"] > 0 and health["refused"] == {}
     finally:
         await link.close()
+
+
+async def test_a_frame_over_maxmsgsize_ends_the_session_and_the_link_connects_again(bridge, link):
+    """libzmq ends the session of a peer that sent more than MAXMSGSIZE with a disconnect and,
+    after that protocol error, never reconnects by itself: the link does."""
+    before = bridge.identity
+    with structlog.testing.capture_logs() as logs:
+        await bridge.send([b"x" * (MAXMSGSIZE + 1)])
+        while bridge.identity == before:  # with CURVE, a new connection has a new routing id
+            await bridge.recv("heartbeat")  # the greeting after the new handshake
+    assert [e["log_level"] for e in logs if e["event"] == "robot_link.reconnecting"] == ["warning"]
+    await bridge.beat()
+    await until(lambda: link.up, "link up")
+    task, request_id = await _open(link, bridge)
+    await bridge.send(_part(request_id, "P1"))
+    assert (await task).part_id == "P1"
+    assert link.refused == {}  # the oversized frame never reached the decoder
 
 
 # ---------------------------------------------------------------------- authentication
