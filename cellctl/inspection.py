@@ -26,6 +26,7 @@ import numpy as np
 from cellctl.config import GuardSettings, ResolvedProfile, ViewSpec
 from cellctl.decision import Decision, ViewResult, decide
 from cellctl.fault import Fault, Step
+from cellctl.vision.focus import edge_sharpness
 from cellctl.vision.locate import NotLocated, Silhouette, locate_head, locate_strip
 from cellctl.vision.preprocess import InvalidImage, model_input, tile_rgb
 from cellctl.vision.tiles import head_coverage, head_tiles, strip_coverage, strip_tiles
@@ -73,6 +74,8 @@ class Inspection:
     problems: tuple[str, ...]  # part-level: a view not located, too little covered
     not_located: tuple[str, ...]  # views ("head@90", "strip") in which the part was not found as the profile's
     short_of_coverage: tuple[str, ...]  # views whose tiles cover less than the profile requires
+    sharpness: dict[str, float | None]  # located view -> its silhouette edge's sharpness (None: not measurable)
+    out_of_focus: tuple[str, ...]  # views less sharp than the profile's guard allows
     decision: Decision
     fault: Fault | None  # the model failed (the decision is then RECHECK, or REJECT on a view it did score)
     timings_ms: dict[str, float]  # "prepare": locate, tile, guard; "infer": the model
@@ -94,6 +97,8 @@ class _Plan:
     problems: list[str] = field(default_factory=list)
     not_located: list[str] = field(default_factory=list)
     short_of_coverage: list[str] = field(default_factory=list)
+    sharpness: dict[str, float | None] = field(default_factory=dict)
+    out_of_focus: list[str] = field(default_factory=list)
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -154,6 +159,7 @@ def _plan_head(plan: _Plan, frame: Pixels, source: int, angle: float, rp: Resolv
     covered = head_coverage(loc, tiles)
     plan.coverage["head"] = min(plan.coverage.get("head", 1.0), covered)
     _require_coverage(plan, name, covered, rp)
+    _require_focus(plan, name, frame, "head", loc.silhouette, rp.profile.guard.min_head_sharpness)
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
 
@@ -169,6 +175,7 @@ def _plan_strip(plan: _Plan, frame: Pixels, rp: ResolvedProfile) -> None:
     covered = strip_coverage(loc, tiles)
     plan.coverage["shank"] = covered
     _require_coverage(plan, "strip", covered, rp)
+    _require_focus(plan, "strip", frame, "shank", loc.silhouette, rp.profile.guard.min_strip_sharpness)
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
 
@@ -177,6 +184,20 @@ def _require_coverage(plan: _Plan, name: str, covered: float, rp: ResolvedProfil
     if covered < required:
         plan.short_of_coverage.append(name)
         plan.problems.append(f"{name}: tiles cover {covered:.1%} of the surface, below the required {required:.1%}")
+
+
+def _require_focus(plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhouette, floor: float) -> None:
+    sharpness = edge_sharpness(frame.data, frame.pixel_format, kind, sil)
+    plan.sharpness[name] = sharpness
+    if sharpness is None:
+        plan.out_of_focus.append(name)
+        plan.problems.append(f"{name}: no silhouette edge to check the focus on")
+    elif sharpness < floor:
+        plan.out_of_focus.append(name)
+        field = "min_head_sharpness" if kind == "head" else "min_strip_sharpness"
+        plan.problems.append(
+            f"{name}: out of focus (edge sharpness {sharpness:.2f}, at least {floor:g}: guard.{field})"
+        )
 
 
 def _judge(plan: _Plan, rp: ResolvedProfile, model: Model) -> Inspection:
@@ -216,6 +237,8 @@ def _judge(plan: _Plan, rp: ResolvedProfile, model: Model) -> Inspection:
         tuple(plan.problems),
         tuple(plan.not_located),
         tuple(plan.short_of_coverage),
+        dict(plan.sharpness),
+        tuple(plan.out_of_focus),
         decision,
         fault,
         timings,

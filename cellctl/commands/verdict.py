@@ -48,7 +48,7 @@ class NotReadable(Exception):
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's parser is a subclass
-    from cellctl.commands.args import existing_file, non_negative_int
+    from cellctl.commands.args import existing_file, seq_number
 
     p = sub.add_parser(
         "verdict",
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:  # Any: cli's pars
     )
     where.add_argument("--records", type=existing_file, default=None, help="the records database itself")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--seq", type=non_negative_int, default=None, help="the verdict with this seq")
+    which.add_argument("--seq", type=seq_number, default=None, help="the verdict with this seq")
     which.add_argument(
         "--part",
         default=None,
@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if not rows:
         which = (
-            f"seq {args.seq}" if args.seq is not None else f"part {printable(args.part)!r}" if args.part else "any part"
+            f"seq {args.seq}" if args.seq is not None else f"part '{printable(args.part)}'" if args.part else "any part"
         )
         print(f"error: {path}: no verdict recorded for {which}", file=sys.stderr)
         return 1
@@ -167,7 +167,15 @@ def describe(row: dict[str, Any]) -> str:
     coverage = _object(evidence.get("coverage"))
     if coverage:
         lines.append("  coverage    " + "  ".join(f"{text(k)} {_num(v, 4)}" for k, v in coverage.items()))
-    for key, title in (("problems", "problems"), ("not_located", "not located"), ("short_of_coverage", "short")):
+    sharpness = _object(evidence.get("sharpness"))
+    if sharpness:
+        lines.append("  focus       " + "  ".join(f"{text(k)} {_num(v, 2)}" for k, v in sharpness.items()))
+    for key, title in (
+        ("problems", "problems"),
+        ("not_located", "not located"),
+        ("short_of_coverage", "short"),
+        ("out_of_focus", "unfocused"),
+    ):
         listed = evidence.get(key)
         if isinstance(listed, list) and listed:
             lines.append(f"  {title:<11} " + "; ".join(text(p) for p in listed))

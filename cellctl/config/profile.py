@@ -94,6 +94,15 @@ class GuardSettings(SettingsModel):
     max_black_fraction: float = Field(
         default=0.6, ge=0.0, le=1.0, description="of a view's pixels at 0-2 (capped lens, dead light)"
     )
+    # focus (cellctl.vision.focus): the defaults sit below the sharpest 99 % of PLANT renders,
+    # whose blur reaches 1.5 px, and above views blurred by 3 px more, where a 30-grey-level
+    # line of 2 px keeps a third of its contrast
+    min_head_sharpness: float = Field(
+        default=0.36, ge=0.0, le=2.0, description="head frames' silhouette edge slope over the part's contrast"
+    )
+    min_strip_sharpness: float = Field(
+        default=0.26, ge=0.0, le=2.0, description="the strip's silhouette edge slope over the part's contrast"
+    )
 
     @model_validator(mode="after")
     def verify_levels(self) -> GuardSettings:

@@ -70,7 +70,7 @@ class PartResult:
 
 def evidence(inspection: Inspection) -> dict[str, Any]:
     """What a quality engineer needs beside the scores to see why a part passed: the surface
-    covered, each view's out-of-distribution distance, and what stood against a PASS."""
+    covered, each view's out-of-distribution distance and focus, and what stood against a PASS."""
     return {
         "coverage": {k: round(v, 4) for k, v in inspection.coverage.items()},
         "ood": {
@@ -79,6 +79,8 @@ def evidence(inspection: Inspection) -> dict[str, Any]:
         "problems": list(inspection.problems),
         "not_located": list(inspection.not_located),
         "short_of_coverage": list(inspection.short_of_coverage),
+        "sharpness": {name: _rounded(value) for name, value in inspection.sharpness.items()},
+        "out_of_focus": list(inspection.out_of_focus),
         "view_problems": {v.name: v.problem for v in inspection.views if v.problem is not None},
     }
 

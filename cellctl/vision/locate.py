@@ -194,6 +194,14 @@ class StripLocation:
 def locate_strip(data: np.ndarray, pixel_format: str, profile: PartProfile) -> StripLocation:
     """The part in a line-scan strip, checked against the profile (NotLocated if not)."""
     g, fx, tol = profile.geometry, profile.fixture, profile.fixture.size_tolerance
+    lines = profile.line_scan.lines_per_revolution
+    if data.ndim < 2 or data.shape[0] != lines:
+        # rows are encoder lines: fewer leave part of the turn unseen (and the coverage of what
+        # is there would read whole), more or fewer mean another scale around the shank
+        raise NotLocated(
+            f"the strip has {data.shape[0] if data.ndim else 0} lines, a revolution is {lines} "
+            "(line_scan.lines_per_revolution): not one whole turn"
+        )
     plane = green_plane(data, pixel_format, STRIP_COL_STEP, STRIP_ROW_STEP)
     sil = silhouette(plane, profile.guard.min_part_contrast)
     mm = profile.optics.line_px_per_mm / STRIP_COL_STEP

@@ -167,6 +167,55 @@ def test_a_part_lit_over_part_of_the_turn_only_is_short_of_coverage(renderer, mo
     assert result.coverage["shank"] < 0.8 and "below the required" in result.decision.reason
 
 
+@pytest.mark.parametrize("rows", [slice(1300, None), slice(0, 64), slice(None, None, 2)], ids=["748", "64", "half"])
+def test_a_strip_of_less_than_one_turn_is_recheck_not_a_whole_surface(renderer, model, rows):
+    """The strip's rows are encoder lines: a short one leaves part of the turn unseen, however
+    clean and wholly covered what it holds looks (a defective part's cracks may be elsewhere)."""
+    part = _part(M8, 42, defective=True)
+    strip = Frame(*shoot(renderer, M8, part).strip)
+    cut = np.ascontiguousarray(strip.data[rows])
+    result = inspect_image(Frame(cut, strip.pixel_format), "shank", M8, model)
+    assert result.decision.outcome is Outcome.RECHECK and result.not_located == ("strip",)
+    assert f"the strip has {cut.shape[0]} lines, a revolution is 2048" in result.decision.reason
+
+
+def _defocus(frame: Frame, sigma_px: float) -> Frame:
+    """The view as a lens out of focus by ``sigma_px`` camera pixels would show it (a Bayer
+    mosaic blurred plane by plane: each colour site is every other pixel)."""
+    data = frame.data.copy()
+    if frame.pixel_format == "BayerRG8":
+        for dy in (0, 1):
+            for dx in (0, 1):
+                data[dy::2, dx::2] = cv2.GaussianBlur(np.ascontiguousarray(data[dy::2, dx::2]), (0, 0), sigma_px / 2)
+    else:
+        data = cv2.GaussianBlur(data, (0, 0), sigma_px)
+    return Frame(data, frame.pixel_format)
+
+
+@pytest.mark.parametrize("sigma_px", [3.0, 6.0, 25.0])
+def test_a_view_out_of_focus_is_recheck_whatever_the_model_scores(renderer, model, sigma_px):
+    """Blur fades an indication into the film (the student then scores it clean, and the guard
+    on its features reads the blurred view as typical): the silhouette edge tells it."""
+    for rp in (M8, M12):
+        part = _part(rp, 42, defective=True)
+        heads, strip = _frames(shoot(renderer, rp, part))
+        blurred = inspect_part([_defocus(h, sigma_px) for h in heads], _defocus(strip, sigma_px), rp, model)
+        assert blurred.decision.outcome is not Outcome.PASS
+        assert all(blurred.sharpness[v] < 0.36 for v in ("head@0", "head@90", "head@180", "head@270"))
+        assert blurred.sharpness["strip"] < 0.26
+        for view in ("head@0", "strip"):  # each view alone: never PASS, and out of focus said
+            one = inspect_image(
+                _defocus(heads[0] if view != "strip" else strip, sigma_px),
+                "head" if view != "strip" else "shank",
+                rp,
+                model,
+            )
+            assert one.decision.outcome is not Outcome.PASS
+            assert any("out of focus" in p for p in one.problems)
+        sharp = inspect_part(heads, strip, rp, model)
+        assert not any("out of focus" in p for p in sharp.problems)
+
+
 def test_a_saturated_view_is_not_trusted(renderer, model):
     shots = shoot(renderer, M8, _part(M8, 38))
     heads, strip = _frames(shots)

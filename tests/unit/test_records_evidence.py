@@ -36,13 +36,21 @@ def m8() -> ResolvedProfile:
     return resolve_profile(PROFILES / "m8x40-hex.yaml", verify_model=False)
 
 
-def _inspection(views: list[ViewResult], coverage: dict[str, float], problems: list[str]) -> Inspection:
+def _inspection(
+    views: list[ViewResult],
+    coverage: dict[str, float],
+    problems: list[str],
+    sharpness: dict[str, float | None] | None = None,
+) -> Inspection:
     decision = decide(views, THRESHOLD, None, problems)
     # the view a part-level problem is about, by kind, as inspection lists them
     short = tuple(p.split(":")[0] for p in problems if "below the required" in p)
-    not_located = tuple(p.split(":")[0] for p in problems if "below the required" not in p)
+    unfocused = tuple(p.split(":")[0] for p in problems if "out of focus" in p)
+    not_located = tuple(p.split(":")[0] for p in problems if "below the required" not in p and "out of focus" not in p)
     timings = {"prepare": 1.0, "infer": 2.0}
-    return Inspection(tuple(views), coverage, tuple(problems), not_located, short, decision, None, timings)
+    return Inspection(
+        tuple(views), coverage, tuple(problems), not_located, short, sharpness or {}, unfocused, decision, None, timings
+    )
 
 
 def _result(seq: int, part_id: str, inspection: Inspection | None) -> PartResult:
@@ -91,7 +99,7 @@ async def test_a_recorded_parts_evidence_reads_back_equal_with_non_finite_number
         ViewResult("head@90", "head", 0.2, NAN, "no out-of-distribution score"),
         _ood("shank[r0,c0]", 41.5),
     ]
-    result = _result(1, "P1", _inspection(views, {"head": 1.0, "shank": NAN}, []))
+    result = _result(1, "P1", _inspection(views, {"head": 1.0, "shank": NAN}, [], {"head@0": 0.43219, "strip": NAN}))
     seq = await records.accept("c", "P1", "m8x40-hex", "req-P1", "boot1")
     verdict = Verdict(
         cell_id="c",
@@ -115,6 +123,8 @@ async def test_a_recorded_parts_evidence_reads_back_equal_with_non_finite_number
         "problems": [],
         "not_located": [],
         "short_of_coverage": [],
+        "sharpness": {"head@0": 0.432, "strip": None},  # NaN: JSON has none
+        "out_of_focus": [],
         "view_problems": {
             "head@90": "no out-of-distribution score",
             "shank[r0,c0]": "out of distribution (ood 41.5 > 30.0)",
@@ -159,9 +169,12 @@ def test_guard_findings_tell_the_guards_problems_apart(m8: ResolvedProfile) -> N
         "ood_parts": 1,
         "not_located": 0,
         "coverage_short": 0,
+        "out_of_focus": 0,
     }
     both = _inspection([], {"head": 0.0, "shank": 0.9}, [located, short])
-    assert guard_findings(evidence(both), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 1, 1), strict=True))
+    assert guard_findings(evidence(both), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 1, 1, 0), strict=True))
+    blurred = _inspection([], {"head": 1.0, "shank": 1.0}, ["strip: out of focus (edge sharpness 0.08, at least 0.26)"])
+    assert guard_findings(evidence(blurred), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 0, 0, 1), strict=True))
     # a defect seen elsewhere makes the part REJECT: then it is not a recheck for the guard
     assert guard_findings(evidence(both), Outcome.REJECT) == dict.fromkeys(GUARD_KEYS, 0)
     # evidence read back from an odd row counts as nothing found, never raises
@@ -197,7 +210,13 @@ async def test_health_counts_the_parts_the_guard_stopped_and_the_sim_reads_the_s
         await cell.publisher.publish(_result(seq, part_id, inspection))
     health = cell.health()
     assert before == dict.fromkeys(GUARD_KEYS, 0)
-    assert health["guard"] == {"ood_views": 2, "ood_parts": 1, "not_located": 1, "coverage_short": 1}
+    assert health["guard"] == {
+        "ood_views": 2,
+        "ood_parts": 1,
+        "not_located": 1,
+        "coverage_short": 1,
+        "out_of_focus": 0,
+    }
     assert health["verdicts"] == {"PASS": 1, "RECHECK": 4}
     # the auditor's view of the part that passed: what was covered and how far in distribution
     assert await cell.records.evidence(1) == {
@@ -206,6 +225,8 @@ async def test_health_counts_the_parts_the_guard_stopped_and_the_sim_reads_the_s
         "problems": [],
         "not_located": [],
         "short_of_coverage": [],
+        "sharpness": {},
+        "out_of_focus": [],
         "view_problems": {},
     }
     assert await cell.records.evidence(5) == {}
