@@ -5,7 +5,11 @@ Checked, on the package's held-out parts of that profile (card.json, measured by
 ``cellctl train`` through the daemon's decision path, each part's items judged together as the
 daemon judges a part), against the profile's ``promotion`` limits: enough defective parts and
 no escape among them; false rejects and rechecks within the limits; INT8 and FP32 deciding
-every held-out item and view alike. Then the package's INT8 file is checked to be the one
+every held-out item and view alike; all of it measured at the profile's decision threshold
+and recheck threshold as they are now. The card is validated first, whole, as `cellctl check`
+validates it (``cellctl.config.resolve.PackageCard``): a malformed or impossible card (counts
+that are no whole numbers >= 0 or do not add up) is refused with the one line naming its
+JSON path. Then the package's INT8 file is checked to be the one
 the card measured (sha256), and timed side by side with the profile's current model on this
 machine (``cellctl bench``'s interleaved rounds): it must be at least as fast, within
 ``speed_tolerance`` for timing noise.
@@ -20,7 +24,6 @@ judged which part stays known across promotions.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cellctl.config import ResolvedProfile, file_sha256, resolve_profile
+from cellctl.config.package_card import CardError, PackageCard, read_package_card
 
 CARD, INT8 = "card.json", "student-int8.onnx"
 
@@ -46,39 +50,68 @@ class Verdict:
         (self.passed if ok else self.failed).append(text)
 
 
-def read_card(package: Path) -> dict[str, Any]:
+def read_card(package: Path) -> PackageCard:
+    """The package's card.json, validated (``cellctl.config.resolve.read_package_card``, as
+    `cellctl check` reads it): NotPromotable with one line naming the file, the JSON path and
+    what is allowed."""
+    path = package / CARD
+    if not os.path.lexists(path):  # a card.json there that cannot be read is refused below, with why
+        raise NotPromotable(f"{package}: no {CARD} (not a model package of `cellctl train`)")
     try:
-        card = json.loads((package / CARD).read_text())
-    except FileNotFoundError:
-        raise NotPromotable(f"{package}: no {CARD} (not a model package of `cellctl train`)") from None
-    except (OSError, ValueError) as exc:
-        raise NotPromotable(f"{package / CARD}: cannot read it ({exc})") from None
-    if not isinstance(card, dict) or "heldout" not in card or "models" not in card:
-        raise NotPromotable(f"{package / CARD}: not a model card of `cellctl train`")
-    return card
+        return read_package_card(path)
+    except CardError as exc:
+        raise NotPromotable(str(exc)) from None
 
 
-def judge(card: dict[str, Any], rp: ResolvedProfile) -> Verdict:
+def _decision_text(threshold: float, recheck: float | None) -> str:
+    return f"threshold {threshold}, recheck_threshold {'unset' if recheck is None else recheck}"
+
+
+def judge(card: PackageCard, rp: ResolvedProfile) -> Verdict:
     """The held-out checks against the profile's limits (no timing)."""
-    limits = rp.profile.promotion
+    limits, now = rp.profile.promotion, rp.profile.decision
     v = Verdict()
-    by_kind = card["heldout"].get("int8", {}).get(rp.name)
+    measured = card.measured_decision(rp.name)
+    if measured is None:
+        v.check(
+            False,
+            f"the card does not record the decision threshold its {rp.name} figures were measured at "
+            f"(heldout_decision.{rp.name}): re-measure the package with this version's `cellctl train`",
+        )
+    else:
+        same = (measured.threshold, measured.recheck_threshold) == (now.threshold, now.recheck_threshold)
+        v.check(
+            same,
+            f"held-out figures measured at {_decision_text(measured.threshold, measured.recheck_threshold)}; "
+            f"profile {rp.name} decides at {_decision_text(now.threshold, now.recheck_threshold)}"
+            + ("" if same else " (figures measured at another threshold say nothing of this one)"),
+        )
+    by_kind = card.heldout.int8.get(rp.name)
     if not by_kind:
         v.check(False, f"the package has no held-out items of profile {rp.name}")
         return v
     keys = ("n", "good", "defective", "escapes", "false_rejects", "rechecks")
-    items = {k: sum(int(t[k]) for t in by_kind.values()) for k in keys}
-    v.figures["heldout_int8"] = items | {"by_kind": by_kind}
+    items = {k: sum(getattr(t, k) for t in by_kind.values()) for k in keys}
+    v.figures["heldout_int8"] = items | {"by_kind": {kind: t.model_dump() for kind, t in by_kind.items()}}
     # judged per part, as the daemon judges (a card of an older factory has items only: judged so)
-    parts = card.get("heldout_parts", {}).get("int8", {}).get(rp.name, {}).get("part")
-    totals, unit = (parts, "parts") if parts else (items, "items")
-    if parts:
-        v.figures["heldout_parts_int8"] = parts
+    if card.heldout_parts is None:
+        totals, unit = items, "items"
+    else:
+        part = card.heldout_parts.int8.get(rp.name, {}).get("part")
+        if part is None:
+            v.check(False, f"the package has no held-out parts of profile {rp.name} (heldout_parts.int8.{rp.name})")
+            return v
+        totals, unit = part.model_dump(), "parts"
+        v.figures["heldout_parts_int8"] = totals
     v.check(
         totals["defective"] >= limits.min_defective,
         f"{totals['defective']} defective held-out {unit} (promotion.min_defective {limits.min_defective})",
     )
-    missed = f" ({items['escapes']} of {items['defective']} defective images missed by their own view)" if parts else ""
+    missed = (
+        f" ({items['escapes']} of {items['defective']} defective images missed by their own view)"
+        if unit == "parts"
+        else ""
+    )
     v.check(
         totals["escapes"] == 0,
         f"{totals['escapes']} escapes of {totals['defective']} defective held-out {unit}{missed}",
@@ -89,17 +122,17 @@ def judge(card: dict[str, Any], rp: ResolvedProfile) -> Verdict:
         f"false rejects {totals['false_rejects']} of {totals['good']} good {unit} ({fr:.2%}; "
         f"promotion.max_false_reject_rate {limits.max_false_reject_rate:.2%})",
     )
-    rr = totals["rechecks"] / totals["n"]
+    rr = totals["rechecks"] / totals["n"] if totals["n"] else 0.0
     v.check(
-        rr <= limits.max_recheck_rate,
+        totals["n"] > 0 and rr <= limits.max_recheck_rate,
         f"rechecks {totals['rechecks']} of {totals['n']} {unit} ({rr:.2%}; promotion.max_recheck_rate "
         f"{limits.max_recheck_rate:.2%})",
     )
-    same = card.get("int8_vs_fp32", {})
+    same_calls = card.int8_vs_fp32
     v.check(
-        same.get("items_differing") == 0 and same.get("views_differing") == 0,
-        f"INT8 and FP32 decide {same.get('items_differing', '?')} items and {same.get('views_differing', '?')} "
-        f"views of {same.get('views', '?')} otherwise",
+        same_calls.items_differing == 0 and same_calls.views_differing == 0,
+        f"INT8 and FP32 decide {same_calls.items_differing} items and {same_calls.views_differing} "
+        f"views of {same_calls.views} otherwise",
     )
     return v
 
@@ -155,12 +188,12 @@ def promote(rp: ResolvedProfile, package: Path, sha256: str) -> Path:
     return target
 
 
-def candidate_sha(package: Path, card: dict[str, Any], v: Verdict) -> str | None:
+def candidate_sha(package: Path, card: PackageCard, v: Verdict) -> str | None:
     """The INT8 file's sha256 if it is the file the card measured."""
     path = package / INT8
     if not path.is_file():
         v.check(False, f"no {INT8} in {package}")
         return None
     sha = file_sha256(path)
-    v.check(sha == card["models"].get("int8", {}).get("sha256"), f"{INT8} is the model the card measured (sha256)")
+    v.check(sha == card.models.int8.sha256, f"{INT8} is the model the card measured (sha256)")
     return sha

@@ -86,7 +86,7 @@ def passing_copy(package: Path, dest: Path) -> Path:
     card = json.loads((dest / "card.json").read_text())
     perfect = {"n": 40, "good": 20, "defective": 20, "escapes": 0, "false_rejects": 0, "rechecks": 0}
     card["heldout"]["int8"]["m8x40-hex"] = {"head": perfect}
-    card["heldout_parts"]["int8"]["m8x40-hex"] = {"part": perfect | {"n": 10, "good": 5, "defective": 10}}
+    card["heldout_parts"]["int8"]["m8x40-hex"] = {"part": perfect | {"n": 15, "good": 5, "defective": 10}}
     card["int8_vs_fp32"].update(items_differing=0, views_differing=0)
     (dest / "card.json").write_text(json.dumps(card))
     return dest

@@ -6,16 +6,19 @@ cell config with a profile happens here, once, at load time.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
-import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cellctl.config.cell import CellConfig
 from cellctl.config.loader import ConfigError, Problem, line_of, load, read_yaml, validate
+from cellctl.config.package_card import CardError, read_package_card
 from cellctl.config.profile import PartProfile
 from cellctl.text import NAME_MAX, unsafe_character
 
@@ -48,6 +51,20 @@ class ResolvedProfile:
     profile: PartProfile
     model_path: Path
     sha256: str  # of the profile file as it was loaded (a later edit takes a reload to count)
+
+
+def resolved(path: Path) -> Path:
+    """``path.resolve()``; a loop of symbolic links is an OSError (ELOOP) as any other path the
+    OS refuses (Python 3.11 raises RuntimeError for it), so callers name it in one line."""
+    try:
+        return path.resolve()
+    except RuntimeError as exc:  # "Symlink loop from ..."
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
+
+
+def path_problem(exc: OSError) -> str:
+    """An OSError about a path as the few words a message needs ("Too many levels of ...")."""
+    return exc.strerror or str(exc)
 
 
 def file_sha256(path: Path) -> str:
@@ -85,21 +102,23 @@ def _package_problem(model_path: Path, sha256: str) -> str | None:
     """A model inside a model package (its folder holds card.json) must be a model the card
     measured: a file swapped into a package would borrow figures that are not its own."""
     card_path = model_path.parent / PACKAGE_CARD
-    if not card_path.is_file():
+    if not card_path.exists() and not card_path.is_symlink():  # a card.json that is no file is refused
         return None
     try:
-        card = json.loads(card_path.read_text())
-        measured = {m.get("sha256") for m in card["models"].values()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"{model_path.name} is in a model package whose {PACKAGE_CARD} cannot be read ({exc})"
-    if sha256 not in measured:
+        card = read_package_card(card_path)
+    except CardError as exc:
+        return f"{model_path.name} is in a model package whose {PACKAGE_CARD} is refused: {exc}"
+    if sha256 not in {card.models.fp32.sha256, card.models.int8.sha256}:
         return f"{model_path.name} is not a model its package's {PACKAGE_CARD} measured (sha256 {sha256})"
     return None
 
 
 def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model: bool = True) -> ResolvedProfile:
     """Load a profile, check it against the cell wiring and (optionally) its model file."""
-    path = path.resolve()
+    try:
+        path = resolved(path)
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 0, "", f"cannot read: {path_problem(exc)}")]) from exc
     data = read_yaml(path)
     profile = validate(PartProfile, data, path)
     problems: list[Problem] = []
@@ -114,17 +133,21 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
     name_problem = profile_name_problem(path.stem)
     if name_problem is not None:  # the file name is the profile name the robot sends
         problems.append(Problem(str(path), 0, "", f"profile name (the file name) {name_problem}"))
-    model_path = (path.parent / profile.model.path).resolve()
+    model_path = path.parent / profile.model.path
     if verify_model:
         try:
+            model_path = resolved(model_path)
             if not model_path.is_file():
                 problem("model.path", f"no such file: {model_path}")
             elif (actual := file_sha256(model_path)) != profile.model.sha256:
                 problem("model.sha256", f"does not match {model_path.name}, whose sha256 is {actual}")
             elif (package_problem := _package_problem(model_path, actual)) is not None:
                 problem("model.path", package_problem)
-        except OSError as exc:  # a name too long, a folder we may not read
-            problem("model.path", f"cannot read {model_path}: {exc.strerror or exc}")
+        except OSError as exc:  # a name too long, a loop of links, a folder we may not read
+            problem("model.path", f"cannot read {model_path}: {path_problem(exc)}")
+    else:
+        with contextlib.suppress(OSError):  # then a loop is named where the model is opened
+            model_path = resolved(model_path)
     for kind, px in indication_px(profile).items():
         if px < MIN_INDICATION_MODEL_PX:
             field = "preprocess.head_tile_px" if kind == "head" else "preprocess.shank_tile_px"
@@ -150,36 +173,72 @@ def resolve_profile(path: Path, cell: CellConfig | None = None, *, verify_model:
 
 
 def load_cell(path: Path) -> CellConfig:
-    return load(CellConfig, path.resolve())
+    try:
+        path = resolved(path)
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 0, "", f"cannot read: {path_problem(exc)}")]) from exc
+    return load(CellConfig, path)
 
 
-def cell_relative(config_path: Path, value: str) -> Path:
-    """Paths in a cell config are relative to the config file."""
-    return (config_path.resolve().parent / value).resolve()
+# the path fields of a cell config, for naming the one a value came from
+CELL_PATH_FIELDS = ("profiles_dir", "storage.records_db", "storage.captures.dir")
+
+
+def cell_relative(config_path: Path, value: str, field: str | None = None) -> Path:
+    """Paths in a cell config are relative to the config file. A path the OS refuses to
+    resolve (a loop of symbolic links) is a ConfigError naming the config's line and field
+    (``field``, else the path field that holds ``value``)."""
+    try:
+        return resolved(resolved(config_path).parent / value)
+    except OSError as exc:
+        if field is None:
+            field = next((f for f in CELL_PATH_FIELDS if _config_value(config_path, f) == value), "")
+        line = _config_line(config_path, field) if field else 0
+        message = f"cannot use {value}: {path_problem(exc)}"
+        raise ConfigError([Problem(str(config_path), line, field, message)]) from exc
 
 
 def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProfile]:
     """Every profile in the cell's profile folder, by name; any error fails the whole set.
 
     Each ``*.yaml`` there is read: a profile is resolved, another cell config is skipped, and
-    a file that is no YAML at all (Latin-1, binary) is a problem, since it may be a profile
-    that an editor saved wrongly.
+    a file that is no YAML at all (Latin-1, binary), no regular file (a FIFO, a folder) or
+    cannot be reached (a loop of links) is a problem, since it may be a profile that an
+    editor saved wrongly. YAML that is no mapping (a list, a single value) holds neither a
+    profile nor a cell config: it is a problem too.
     """
-    folder = cell_relative(config_path, cell.profiles_dir)
+    folder = cell_relative(config_path, cell.profiles_dir, "profiles_dir")
     problems: list[Problem] = []
     profiles: dict[str, ResolvedProfile] = {}
-    if not folder.is_dir():
-        problems.append(
-            Problem(
-                str(config_path), _config_line(config_path, "profiles_dir"), "profiles_dir", f"no such folder: {folder}"
-            )
-        )
+    try:
+        is_folder = folder.is_dir()
+    except OSError as exc:  # a name too long
+        is_folder, missing = False, f"cannot use {folder}: {path_problem(exc)}"
+    else:
+        missing = f"no such folder: {folder}"
+    if not is_folder:
+        problems.append(Problem(str(config_path), _config_line(config_path, "profiles_dir"), "profiles_dir", missing))
         raise ConfigError(problems)
-    for path in sorted(folder.glob("*.yaml")):
-        if path.resolve() == config_path.resolve():
-            continue
+    config_resolved = resolved(config_path)
+    try:
+        paths = sorted(folder.glob("*.yaml"))
+    except OSError as exc:
+        message = f"cannot list {folder}: {path_problem(exc)}"
+        line = _config_line(config_path, "profiles_dir")
+        raise ConfigError([Problem(str(config_path), line, "profiles_dir", message)]) from exc
+    for path in paths:
         try:
-            if document_kind(read_yaml(path)) != "profile":
+            try:
+                if resolved(path) == config_resolved:
+                    continue
+            except OSError as exc:
+                raise ConfigError([Problem(str(path), 0, "", f"cannot read: {path_problem(exc)}")]) from exc
+            data = read_yaml(path)
+            if not isinstance(data, dict):
+                kind = "a list" if isinstance(data, list) else f"a single value ({type(data).__name__})"
+                message = f"holds {kind}, neither a profile nor a cell config (a mapping of fields)"
+                raise ConfigError([Problem(str(path), 1, "", message)])
+            if document_kind(data) != "profile":
                 continue
             profiles[path.stem] = resolve_profile(path, cell)
         except ConfigError as exc:
@@ -196,6 +255,16 @@ def load_profiles(config_path: Path, cell: CellConfig) -> dict[str, ResolvedProf
     if problems:
         raise ConfigError(problems)
     return profiles
+
+
+def _config_value(config_path: Path, field: str) -> Any:
+    try:
+        node: Any = read_yaml(config_path)
+    except ConfigError:
+        return None
+    for part in field.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _config_line(config_path: Path, field: str) -> int:

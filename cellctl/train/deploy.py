@@ -77,6 +77,8 @@ def deploy(
         "int8_calibration_views": min(req.calibration_views, int(sides["train"].count.sum())),
         "int8_quantization": {k: v for k, v in quantized.items() if k != "sha256"},
         "heldout": {name: figures(j, profiles) for name, j in judged.items()},
+        # what the figures were measured at: `cellctl promote` refuses them for a profile that has moved since
+        "heldout_decision": {name: rp.profile.decision.model_dump() for name, rp in profiles.items()},
         "heldout_parts": {name: figures(whole_parts(j, heldout), profiles) for name, j in judged.items()},
         "int8_vs_fp32": compare(judged["fp32"], judged["int8"], profiles),
     }

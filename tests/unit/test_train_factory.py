@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import yaml
 
 from cellctl.cli import main as cli
 from cellctl.config import file_sha256, resolve_profile
+from cellctl.config.package_card import PackageCard
 from cellctl.decision import Decision
 from cellctl.evaluation import Judged, tally
 from cellctl.outcome import Outcome
@@ -97,20 +99,26 @@ def test_a_part_is_judged_on_all_its_items_as_the_daemon_judges_it() -> None:
 def test_the_gate_counts_escapes_per_part_and_falls_back_to_items_on_an_older_card() -> None:
     rp = resolve_profile(PROFILES / "m8x40-hex.yaml")
     figures = {"n": 100, "good": 80, "defective": 20, "false_rejects": 0, "rechecks": 0}
-    card = {
+    card: dict[str, Any] = {
+        "models": {"fp32": {"sha256": "0" * 64}, "int8": {"sha256": "1" * 64}},
         "heldout": {"int8": {"m8x40-hex": {"head": figures | {"escapes": 2}}}},  # 2 head frames missed...
         "heldout_parts": {
             "int8": {"m8x40-hex": {"part": {**figures, "n": 30, "good": 18, "defective": 12, "escapes": 0}}}
         },
-        "int8_vs_fp32": {"items_differing": 0, "views_differing": 0, "views": 500},
+        "int8_vs_fp32": {"items": 100, "items_differing": 0, "views_differing": 0, "views": 500},
+        "heldout_decision": {"m8x40-hex": {"threshold": 0.5, "recheck_threshold": None}},
     }
-    v = judge(card, rp)  # ...each part caught by another of its views
+    v = judge(PackageCard.model_validate(card), rp)  # ...each part caught by another of its views
     assert not v.failed, v.failed
     assert any("0 escapes of 12 defective held-out parts (2 of 20 defective images" in p for p in v.passed), v.passed
     card["heldout_parts"]["int8"]["m8x40-hex"]["part"]["escapes"] = 1
-    assert any("1 escapes of 12 defective held-out parts" in f for f in judge(card, rp).failed)
+    assert any(
+        "1 escapes of 12 defective held-out parts" in f for f in judge(PackageCard.model_validate(card), rp).failed
+    )
     del card["heldout_parts"]  # a card written before parts were judged: its items decide
-    assert any("2 escapes of 20 defective held-out items" in f for f in judge(card, rp).failed)
+    assert any(
+        "2 escapes of 20 defective held-out items" in f for f in judge(PackageCard.model_validate(card), rp).failed
+    )
 
 
 def test_augmentation_stays_in_range_and_can_be_switched_off() -> None:
@@ -182,6 +190,8 @@ def test_the_package_is_whole_and_its_card_adds_up(package: Path) -> None:
     for model in ("fp32", "int8"):  # the same items judged as whole parts, one per held-out part
         whole = card["heldout_parts"][model]["m8x40-hex"]["part"]
         assert whole["n"] == split["summary"]["heldout"]["parts"] and whole["escapes"] <= held
+    # what the figures were measured at, for the gate to hold against the profile's decision then
+    assert card["heldout_decision"] == {"m8x40-hex": {"threshold": 0.5, "recheck_threshold": None}}
     q = card["int8_quantization"]  # checked against FP32 on val views (20: --calibration-views)
     assert 0 < q["after"]["views"] == q["before"]["views"] <= 20 and q["thresholds"] == [0.5]
     assert q["after"]["decisions_differ"] <= q["before"]["decisions_differ"] and len(q["kept_float"]) <= 2
@@ -298,6 +308,9 @@ def test_a_package_that_passes_is_written_into_the_profile_and_the_old_model_sta
     (a real run that passes takes hours); the timing is real, with a tolerance no CPU noise reaches."""
     good = passing_copy(package, tmp_path / "good")
     card = json.loads((good / "card.json").read_text())
+    part = card["heldout_parts"]["int8"]["m8x40-hex"]["part"]
+    part["n"] = part["good"] + part["defective"]  # figures that add up (the gate refuses any other)
+    (good / "card.json").write_text(json.dumps(card))
     path = profile_copy(tmp_path, speed_tolerance=10)
     old = yaml.safe_load(path.read_text())["model"]
     capsys.readouterr()
