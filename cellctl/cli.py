@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cellctl import __version__
 from cellctl.commands.args import (
@@ -70,6 +70,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        # argparse turns only ValueError/TypeError/ArgumentTypeError of a type function into a
+        # usage error; a value out of any range (OverflowError) or a path the OS refuses
+        # (OSError) is the user's too, so it gets the same one line instead of a traceback
+        try:
+            return super()._get_value(action, arg_string)
+        except (ArithmeticError, OSError) as exc:
+            name = "/".join(action.option_strings) or str(action.metavar or action.dest)
+            reason = " ".join((getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).split())
+            self.error(f"argument {name}: cannot use {arg_string!r}: {reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # a type function's own bug must end in one line too, not in a traceback
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - SystemExit (usage errors, --help) passes through
+        return _failed(exc, "debug" in (sys.argv[1:] if argv is None else argv))
     # logs go to stderr, so stdout carries only what a command prints (e.g. --json);
     # `run` and `sim` set their own format and default level
     configure("auto", args.log_level or "warning")

@@ -13,13 +13,17 @@ defective one pass. Plant images have no part.json; their parts are counted as u
 
 from __future__ import annotations
 
-import json
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cellctl.files import BadFile, read_json
+
 RECORD = "part.json"
+MAX_RECORD_BYTES = 2**20  # the simulator writes a few kB per part: a few indications
 NEAR_LIMIT = (0.9, 0.75, 0.5)  # good parts whose largest sub-threshold indication reaches these
 
 
@@ -34,17 +38,56 @@ def relative_size(indication: dict[str, Any], min_length_mm: float, min_contrast
     return min(float(indication["length_mm"]) / min_length_mm, float(indication["contrast"]) / min_contrast)
 
 
+class BadRecord(ValueError):
+    """A part.json that is not one ``cellctl sim`` wrote; the message says why."""
+
+
 def read_drawn(folder: Path) -> Drawn | None:
     """The part's record, or None when there is none or it is not one ``cellctl sim`` wrote
     (a plant part, a damaged file): the breakdown then counts the part as unrecorded."""
     try:
-        data = json.loads((folder / RECORD).read_text())
-        sizes = [relative_size(i, data["min_length_mm"], data["min_contrast"]) for i in data["indications"]]
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return drawn_record(folder)
+    except BadRecord:
         return None
+
+
+def drawn_record(folder: Path) -> Drawn | None:
+    """The part's record; None when the folder has no part.json (a plant part); ``BadRecord``
+    saying why when it has one that cannot be used: not a regular file, larger than any the
+    simulator writes, not JSON, nested deeper than JSON nests here, a number that is not
+    finite (``1e400``, ``NaN``), or not the simulator's fields."""
+    path = folder / RECORD
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = read_json(
+            path, MAX_RECORD_BYTES, "a part record", parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except BadFile as exc:
+        raise BadRecord(str(exc)) from None
+    try:
+        limits = float(data["min_length_mm"]), float(data["min_contrast"])
+        sizes = [relative_size(i, *limits) for i in data["indications"]]
+    except KeyError as exc:
+        raise BadRecord(f"no {exc} in it") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise BadRecord(f"not a record of cellctl sim ({exc})") from None
+    if not all(math.isfinite(s) and s >= 0 for s in sizes):
+        raise BadRecord("an indication's size relative to the limit is not a finite number >= 0")
     below = [s for s in sizes if s < 1.0]
     relevant = [s for s in sizes if s >= 1.0]
     return Drawn(len(below), max(below, default=None), max(relevant, default=None))
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
 
 
 def breakdown(parts: Iterable[tuple[str, str, Drawn | None]]) -> dict[str, Any] | None:

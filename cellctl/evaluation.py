@@ -12,10 +12,14 @@ counted against the folder it came from. Two layouts (``cellctl sim --export`` w
   head frames in the profile's order) exactly as the daemon inspects it.
 
 Outcomes: PASS is called "good", REJECT "defect", RECHECK "recheck" with its reason. A file
-that cannot be read (not an image, truncated, not 8-bit) or is missing from a part counts
-as RECHECK, as the daemon RECHECKs a part whose frame it cannot use, and is named in the
-report's ``unreadable`` list with why: it is never silently dropped, and the totals add up
-to the files (or part folders) there are.
+that cannot be read (not an image, truncated, not 8-bit, a header claiming more pixels than
+any camera delivers, no regular file: a folder, a FIFO or a broken symbolic link named as an
+image) or is missing from a part counts as RECHECK, as the daemon RECHECKs a part whose frame
+it cannot use, and is named in the report's ``unreadable`` list with why: it is never
+silently dropped, and the totals add up to the files (or part folders) there are. A part's
+``part.json`` that cannot be used (not the simulator's, nested too deeply, a number that is
+not finite) changes nothing of its outcome: the part is left out of the ``drawn`` breakdown
+(as ``unrecorded``) and named in ``bad_records``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from typing import Any
 
 from cellctl.config import ResolvedProfile
 from cellctl.decision import Decision, ViewResult
-from cellctl.drawn import Drawn, breakdown, read_drawn
+from cellctl.drawn import RECORD, BadRecord, Drawn, breakdown, drawn_record
 from cellctl.inspection import Frame, Inspection, Model, inspect_image, inspect_part
 from cellctl.outcome import Outcome
 from cellctl.ranking import item_score, ranking
+from cellctl.text import printable
 from cellctl.vision.images import image_files, labelled_images, read_camera_image
 from cellctl.vision.preprocess import InvalidImage
 
@@ -65,6 +70,7 @@ class Judged:
     coverage: dict[str, float] = field(default_factory=dict)
     unreadable: tuple[str, ...] = ()  # "<file>: why" of each file that could not be used
     drawn: Drawn | None = None  # what a rendered part carries (its part.json); parts only
+    bad_record: str | None = None  # "<part.json>: why" when the part's record cannot be used
 
     @property
     def called(self) -> str:
@@ -107,7 +113,7 @@ def _unreadable(name: str, kind: str, truth: str, files: Sequence[tuple[Path, st
 
 def _why(exc: InvalidImage, path: Path) -> str:
     """Why the file cannot be used, without its name (the reader's message starts with it)."""
-    return str(exc).removeprefix(f"{path}: ")
+    return str(exc).removeprefix(f"{printable(str(path))}: ")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -143,18 +149,21 @@ def judge_part(folder: Path, truth: str, root: Path, rp: ResolvedProfile, model:
     frames: list[Frame] = []
     bad: list[tuple[Path, str]] = []
     for path, kind in zip(files, kinds, strict=True):
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():  # a dangling or looping link is read, and named
             bad.append((path, "missing"))
             continue
         try:
             frames.append(Frame(*read_camera_image(path, kind, rp.profile)))
         except InvalidImage as exc:
             bad.append((path, _why(exc, path)))
-    drawn = read_drawn(folder)
+    try:
+        drawn, bad_record = drawn_record(folder), None
+    except BadRecord as exc:  # the part is judged all the same; it is only not in the breakdown
+        drawn, bad_record = None, f"{_relative(folder / RECORD, root)}: {exc}"
     if bad:
-        return dataclasses.replace(_unreadable(name, "part", truth, bad, root), drawn=drawn)
+        return dataclasses.replace(_unreadable(name, "part", truth, bad, root), drawn=drawn, bad_record=bad_record)
     whole = judged_inspection(name, "part", truth, inspect_part(frames[:-1], frames[-1], rp, model))
-    return dataclasses.replace(whole, drawn=drawn)
+    return dataclasses.replace(whole, drawn=drawn, bad_record=bad_record)
 
 
 def part_folders(root: Path) -> list[tuple[Path, str]]:
@@ -214,6 +223,7 @@ def report(
         **by_kind,
         **({"drawn": drawn} if drawn is not None else {}),
         "unreadable": [why for j in judged for why in j.unreadable],
+        **({"bad_records": [j.bad_record for j in judged if j.bad_record]} if mode == "parts" else {}),
         "items": [item(j) for j in judged],
     }
 

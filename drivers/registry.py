@@ -58,6 +58,18 @@ class DeviceUrl:
             raise DriverInitError(f"{kind} {self.raw!r}: {'; '.join(problems)} (options: {known})") from exc
 
 
+def socket_address(url: DeviceUrl, kind: str) -> tuple[str, int]:
+    """(host, port) of ``socket://HOST:PORT``; DriverInitError naming what is allowed for a
+    missing host or a port that is not a number in 1-65535 (pyserial would fail on it later,
+    at connect, with a garbled message)."""
+    host, sep, port = url.location.rpartition(":")
+    if not sep or not host.strip("[]"):
+        raise DriverInitError(f"{kind} {url.raw!r}: expected socket://HOST:PORT (e.g. socket://192.168.0.20:30313)")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65_535):
+        raise DriverInitError(f"{kind} {url.raw!r}: port {port!r} must be a number in 1-65535 (socket://HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class BackendRegistry:
     """Maps URL schemes of one device kind to ``"module:Class"`` backends and each backend's
@@ -85,6 +97,8 @@ class BackendRegistry:
         """
         url = DeviceUrl.parse(raw)
         model = self.options_model(url)
+        if url.scheme == "socket":  # every socket:// backend: the address, before its options
+            socket_address(url, self.kind)
         if model is not None:
             url.options_as(model, self.kind)
         elif url.options:

@@ -37,7 +37,7 @@ from cellctl.captures.capturer import MB
 from cellctl.captures.store import captures as stored_captures
 from cellctl.captures.store import folder_bytes
 from cellctl.commands.common import embedded_config, report
-from cellctl.config import ConfigError, Problem
+from cellctl.config import ConfigError, Problem, records_problem
 from cellctl.logs import configure
 from cellctl.outcome import Outcome
 from cellctl.pipeline.publish import guard_findings
@@ -63,6 +63,7 @@ from cellctl.sim.part import SimPart
 from cellctl.sim.robot import CheckedRobot, SimRobot
 from cellctl.sim.supervisor import ChildDaemon
 from cellctl.sim.world import WORLD_KEY, Faults, SimClock, SimWorld
+from cellctl.text import printable
 
 log = structlog.get_logger("cellctl.sim.run")
 
@@ -399,14 +400,16 @@ async def simulate(
             except Exception as exc:  # the daemon died: counted and reported, the summary still follows
                 crashes = 1
                 stop.set()
-                log.error("sim.daemon_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                # one line; the traceback only when asked for (`--log-level debug`)
+                debug = getattr(args, "log_level", None) == "debug"
+                log.error("sim.daemon_crashed", error=" ".join(f"{type(exc).__name__}: {exc}".split()), exc_info=debug)
             elapsed = time.monotonic() - t0
             timed_out = await watcher
             cell_view = link_figures.from_cell(cell)
             meta.update(crashes=crashes, restarts=0, loop_lag_ms=cell.loop_lag.summary())
         bridge_health = bridge.health()
-    if not robot.done.is_set() and not timed_out:
-        interrupted.append(True)  # the cell's own signal handler stopped it
+    if not robot.done.is_set() and not timed_out and not meta["crashes"]:
+        interrupted.append(True)  # the cell's own signal handler stopped it (a crash is no interruption)
     uninspected, per_fault = fault_figures(robot, records)
     meta.update(passed_uninspected=uninspected, faults=per_fault, interrupted=bool(interrupted), timed_out=timed_out)
     meta.update(guard_figures(records))
@@ -572,6 +575,11 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.records is not None:  # a file the records would refuse stops the run before it starts
+        problem = records_problem(Path(args.records))
+        if problem is not None:
+            print(f"error: argument --records: {printable(problem)}", file=sys.stderr)
+            return 2
     # on a terminal the progress line is the display; per-part events need --log-level info
     configure("auto", args.log_level or ("warning" if sys.stderr.isatty() else "info"))
     try:

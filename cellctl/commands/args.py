@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import re
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,17 @@ def non_negative_int(text: str) -> int:
     value = int(_number(text, int))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+SQLITE_INT_MAX = 2**63 - 1  # the largest integer SQLite holds (a seq, a row id)
+
+
+def seq_number(text: str) -> int:
+    """A verdict's seq: 0 or more and no larger than SQLite's integers."""
+    value = non_negative_int(text)
+    if value > SQLITE_INT_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {SQLITE_INT_MAX} (2**63 - 1, SQLite's largest integer)")
     return value
 
 
@@ -104,10 +116,21 @@ def _path_type(check: Callable[[Path, str], None]) -> Callable[[str], Path]:
     return parse
 
 
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 @_path_type
 def existing_file(path: Path, text: str) -> None:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if path.exists() and not path.is_file():  # a FIFO would block the reader
+        kind = _FILE_KINDS.get(stat.S_IFMT(path.stat().st_mode), "another kind of file")
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {kind}")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     if not os.access(path, os.R_OK):
@@ -127,6 +150,9 @@ def output_file(path: Path, text: str) -> None:
     """A file we may write: its folder exists and is writable, and it is not a directory."""
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; name a file")
+    if path.exists() and not path.is_file():  # a FIFO would block the writer, a device never end
+        kind = _FILE_KINDS.get(stat.S_IFMT(path.stat().st_mode), "another kind of file")
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {kind}")
     folder = path.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
@@ -152,14 +178,19 @@ _AGE_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def since_time(text: str) -> datetime:
     """A point in time: ISO 8601 (``2026-12-06``, ``2026-12-06T08:00``, UTC unless it names
-    its offset) or an age back from now (``30m``, ``12h``, ``7d``); returned aware, in UTC."""
+    its offset) or an age back from now (``30m``, ``12h``, ``7d``); returned aware, in UTC.
+    A time outside the years 1-9999 once in UTC, or an age reaching before year 1, is refused."""
     age = _AGE.match(text.strip())
-    if age:
-        return datetime.now(UTC) - timedelta(seconds=float(age.group(1)) * _AGE_S[age.group(2)])
     try:
+        if age:
+            return datetime.now(UTC) - timedelta(seconds=float(age.group(1)) * _AGE_S[age.group(2)])
         when = datetime.fromisoformat(text.strip())
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"out of range: {text!r} (a time in the years 1-9999 in UTC, or an age that goes back no further than that)"
+        ) from None
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not a time: {text!r} (ISO 8601 such as 2026-12-06T08:00, or an age such as 30m, 12h, 7d)"
         ) from None
-    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)

@@ -20,14 +20,36 @@ from cellctl.drivers import CellError, DeviceUrl
 from cellctl.drivers.camera import FRAME_CAMERAS, LINE_CAMERAS
 from cellctl.drivers.lighting import LIGHTS
 from cellctl.drivers.stage import STAGES
+from cellctl.text import printable
 
 REGISTRIES = {"frame_camera": FRAME_CAMERAS, "line_camera": LINE_CAMERAS, "stage": STAGES, "lighting": LIGHTS}
 
 
-async def list_producer(cti: str) -> list[dict[str, Any]]:
-    from cellctl.drivers.camera.gentl import list_devices  # harvesters only when asked for
+class NoProducer(Exception):
+    """The file given as a GenTL producer loaded none: its message is the one line shown."""
 
-    return await list_devices(cti)
+
+async def list_producer(cti: str) -> list[dict[str, Any]]:
+    """The devices the producer ``cti`` finds; NoProducer if harvesters loaded no producer
+    from it (it skips a file that is no GenTL library, a text or an empty file, silently)."""
+    from cellctl.drivers.camera.gentl import ProducerHost  # harvesters only when asked for
+
+    host = ProducerHost(cti)
+    host.users += 1
+    try:
+        devices: list[dict[str, Any]] = await host.run(host.devices)
+        loaded = await host.run(lambda: _producers_loaded(host.harvester))
+    finally:
+        await host.release()
+    if loaded == 0:
+        raise NoProducer(f"{cti}: loaded no GenTL producer from this file (not a GenTL .cti library?)")
+    return devices
+
+
+def _producers_loaded(harvester: Any) -> int | None:
+    """How many producers harvesters loaded (None if this version does not tell)."""
+    producers = getattr(harvester, "_producers", None)  # harvesters has no public count
+    return None if producers is None else len(producers)
 
 
 async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:
@@ -40,6 +62,9 @@ async def probe(name: str, url: str, timeout_s: float) -> dict[str, Any]:
     if parsed.scheme == "gentl":
         try:
             cameras = await list_producer(parsed.location)
+        except NoProducer as exc:
+            entry["state"] = f"error: {exc}"
+            return entry
         except Exception as exc:  # noqa: BLE001 - harvesters / genicam raise their own types for a bad producer
             entry["state"] = f"error: cannot load producer {parsed.location}: {' '.join(str(exc).split())}"
             return entry
@@ -81,6 +106,9 @@ def main(args: argparse.Namespace) -> int:
     if args.cti is not None:
         try:
             report: Any = {"producer": str(args.cti), "cameras": asyncio.run(list_producer(str(args.cti)))}
+        except NoProducer as exc:
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
+            return 2
         except Exception as exc:  # noqa: BLE001 - harvesters / genicam raise their own types for a bad producer
             print(f"error: cannot load GenTL producer {args.cti}: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2

@@ -4,12 +4,17 @@ Per image (DIR/{head,shank}/{good,defect}/) or, with --parts, per whole part
 (DIR/parts/{good,defect}/<part_id>/): the confusion of truth against PASS / REJECT / RECHECK,
 escapes, false rejects, rechecks with their reasons, and the files that could not be read
 (counted as RECHECK). See cellctl.evaluation.
+
+Every line of the table that shows a file name (or a reason that may hold one) is escaped
+(``cellctl.text.printable``): a name holding a newline or a terminal control cannot forge a
+line. ``--json`` holds no number JSON does not know (NaN, Infinity): such a figure is null.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -18,6 +23,7 @@ from cellctl.config import ConfigError, file_sha256
 from cellctl.drivers import DriverInitError
 from cellctl.evaluation import evaluate, evaluate_parts
 from cellctl.inference import OnnxInferencer
+from cellctl.text import printable
 
 LISTED = 10  # files shown per list in the table; --json has them all
 
@@ -34,19 +40,32 @@ def main(args: argparse.Namespace) -> int:
         model = OnnxInferencer(path, sha, cell.inference_threads, input_size_px=rp.profile.preprocess.input_size_px)
         result = (evaluate_parts if args.parts else evaluate)(rp, model, args.dir)
     except (DriverInitError, OSError) as exc:  # a model it cannot run, nothing to evaluate
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(finite(result), allow_nan=False))
     else:
         print_table(result)
     return 0
 
 
+def finite(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, numbers, strings) with every float that is not finite
+    as None: ``json.dumps`` would write NaN or Infinity, which no JSON reader accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def print_table(result: dict[str, Any]) -> None:
     ood = result["ood_threshold"]
     print(
-        f"profile {result['profile']}, model {result['model']['path']}, decision threshold {result['threshold']}, "
+        f"profile {result['profile']}, model {printable(result['model']['path'])}, "
+        f"decision threshold {result['threshold']}, "
         f"ood threshold {ood if ood is None else f'{ood:.4g}'}, per {'part' if result['mode'] == 'parts' else 'image'}"
     )
     kinds = [k for k in ("head", "shank", "part", "total") if k in result]
@@ -76,7 +95,7 @@ def print_table(result: dict[str, Any]) -> None:
     if overall["recheck_reasons"]:
         print("RECHECK causes (numbers as #; each counted once per item):")
         for text, count in overall["recheck_reasons"].items():
-            print(f"  {count:>5}  {text}")
+            print(printable(f"  {count:>5}  {text}"))
     items = result["items"]
     _list("escapes (defective, called PASS)", [i for i in items if i["truth"] == "defect" and i["called"] == "good"])
     _list("false rejects (good, called REJECT)", [i for i in items if i["truth"] == "good" and i["called"] == "defect"])
@@ -84,8 +103,14 @@ def print_table(result: dict[str, Any]) -> None:
     if result["unreadable"]:
         print(f"unreadable files, counted as RECHECK ({len(result['unreadable'])}):")
         for line in result["unreadable"][:LISTED]:
-            print(f"  {line}")
+            print(printable(f"  {line}"))
         _more(len(result["unreadable"]))
+    if result.get("bad_records"):
+        count = len(result["bad_records"])
+        print(f"part.json files not used, their parts judged all the same but not in the breakdown ({count}):")
+        for line in result["bad_records"][:LISTED]:
+            print(printable(f"  {line}"))
+        _more(len(result["bad_records"]))
 
 
 def _print_drawn(drawn: dict[str, Any]) -> None:
@@ -105,7 +130,7 @@ def _list(title: str, items: list[dict[str, Any]]) -> None:
         return
     print(f"{title} ({len(items)}):")
     for i in items[:LISTED]:
-        print(f"  {i['name']}: {i['reason']}")
+        print(printable(f"  {i['name']}: {i['reason']}"))
     _more(len(items))
 
 

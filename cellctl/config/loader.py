@@ -15,6 +15,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from cellctl.drivers import CellError
+from cellctl.files import NotARegularFile, TooLarge, read_bounded
 from cellctl.text import printable
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,16 +85,18 @@ def read_yaml(path: Path) -> Any:
 
 def _read_text(path: Path) -> str:
     try:
-        if path.is_dir():
-            raise ConfigError([Problem(str(path), 0, "", "is a directory, not a YAML file")])
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+        raw = read_bounded(path, MAX_FILE_BYTES)
+    except TooLarge:
+        raise ConfigError(
+            [Problem(str(path), 0, "", f"larger than {MAX_FILE_BYTES} bytes: not a config file")]
+        ) from None
+    except NotARegularFile as exc:
+        message = "is a directory, not a YAML file" if path.is_dir() else str(exc)
+        raise ConfigError([Problem(str(path), 0, "", message)]) from exc
     except OSError as exc:
         raise ConfigError([Problem(str(path), 0, "", f"cannot read: {exc.strerror or exc}")]) from exc
     except ValueError as exc:  # an embedded NUL in the path
         raise ConfigError([Problem(str(path), 0, "", f"cannot read: {exc}")]) from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(str(path), 0, "", f"larger than {MAX_FILE_BYTES} bytes: not a config file")])
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

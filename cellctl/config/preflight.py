@@ -26,7 +26,9 @@ from cellctl.drivers.camera import FRAME_CAMERAS, LINE_CAMERAS
 from cellctl.drivers.lighting import LIGHTS
 from cellctl.drivers.registry import BackendRegistry
 from cellctl.drivers.stage import STAGES
+from cellctl.files import regular_file_problem
 from cellctl.link.keys import KeyFileError, read_certificate, secret_key_path, warn_if_exposed
+from cellctl.records import schema_problem
 
 DEVICE_REGISTRIES: dict[str, BackendRegistry] = {
     "frame_camera": FRAME_CAMERAS,
@@ -119,8 +121,12 @@ def _device_problem(name: str, registry: BackendRegistry, raw: str, allow_emulat
 
 
 def verify_records(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
-    """The records database can be created and written (the daemon opens it at start)."""
-    db = cell_relative(path, cell.storage.records_db)
+    """The records database can be created and written, and is one this cellctl opens (the
+    daemon opens it at start)."""
+    try:
+        db = cell_relative(path, cell.storage.records_db, "storage.records_db")
+    except ConfigError as exc:  # a loop of links
+        return exc.problems
     message = records_problem(db)
     if message is None:
         return []
@@ -128,16 +134,22 @@ def verify_records(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
 
 
 def records_problem(db: Path) -> str | None:
-    """Why SQLite could not create or write ``db`` (None if it can), leaving no trace.
+    """Why SQLite could not create or write ``db``, or the records could not open it (None if
+    they can), leaving no trace.
 
-    An existing database is opened and a write transaction begun and rolled back; else a
-    scratch file is made in the nearest existing folder (the daemon creates the missing ones).
+    An existing database must be a regular file; its schema is checked as the records check
+    it when they open it (a newer version, tables that are not the records'), read only, and
+    a write transaction begun and rolled back; else a scratch file is made in the nearest
+    existing folder (the daemon creates the missing ones).
     """
     try:
         if db.is_dir():
             return f"{db} is a directory, not a database file"
         if db.exists():
-            return _sqlite_writable(db)
+            kind = regular_file_problem(db)  # a FIFO would block SQLite's open
+            return f"{db}: {kind}" if kind is not None else _sqlite_writable(db)
+        if db.is_symlink():
+            return f"{db} is a symbolic link to a missing file"
     except OSError as exc:
         return f"cannot create {db}: {exc.strerror or exc}"
     return folder_problem(db.parent, db)
@@ -164,8 +176,16 @@ def verify_captures(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
     at start and refuses to start without it)."""
     if cell.storage.captures is None:
         return []
-    folder = cell_relative(path, cell.storage.captures.dir)
-    message = f"{folder} is a file, not a folder" if folder.is_file() else folder_problem(folder, folder)
+    try:
+        folder = cell_relative(path, cell.storage.captures.dir, "storage.captures.dir")
+    except ConfigError as exc:  # a loop of links
+        return exc.problems
+    try:
+        is_file = folder.exists() and not folder.is_dir()
+    except OSError as exc:  # a name too long
+        message: str | None = f"cannot create {folder}: {exc.strerror or exc}"
+    else:
+        message = f"{folder} is a file, not a folder" if is_file else folder_problem(folder, folder)
     if message is None:
         return []
     return [Problem(str(path), line_of(data, "storage.captures.dir"), "storage.captures.dir", message)]
@@ -173,10 +193,13 @@ def verify_captures(path: Path, data: Any, cell: CellConfig) -> list[Problem]:
 
 def _sqlite_writable(db: Path) -> str | None:
     try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=1.0, isolation_level=None)
+        con = sqlite3.connect(f"{db.absolute().as_uri()}?mode=rw", uri=True, timeout=1.0, isolation_level=None)
     except sqlite3.Error as exc:
         return f"cannot open {db}: {exc}"
     try:
+        schema = schema_problem(con)  # read only: what Records.open would refuse
+        if schema is not None:
+            return f"{db}: {schema}"
         con.execute("BEGIN IMMEDIATE")
         con.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:

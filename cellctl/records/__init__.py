@@ -15,7 +15,7 @@ locks. Every SQLite or OS failure (disk full, read-only, file vanished) becomes 
 """
 
 from cellctl.records._base import Accepted, AckState, Record, RecordsError
-from cellctl.records._migrations import MIGRATED_BOOT_ID, SCHEMA_VERSION
+from cellctl.records._migrations import MIGRATED_BOOT_ID, SCHEMA_VERSION, schema_problem
 from cellctl.records._store import Records
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Records",
     "RecordsError",
     "SCHEMA_VERSION",
+    "schema_problem",  # read-only: what opening the file would refuse (`cellctl check`)
     # what it holds
     "Accepted",
     "AckState",

@@ -149,6 +149,53 @@ def _refuse_newer(version: int, where: str) -> None:
         )
 
 
+def schema_problem(db: sqlite3.Connection) -> str | None:
+    """Why ``migrate`` would refuse ``db`` or fail on it, found without writing to it (None if
+    it would not): a schema newer than this cellctl, or tables that are not the records'
+    (the steps fail on them, or leave them without the columns the records need). The
+    file's schema is copied into memory and migrated there. sqlite3.Error if it cannot be
+    read (not a database)."""
+    version = user_version(db)
+    if version > SCHEMA_VERSION:
+        return f"schema version {version} is newer than this cellctl's version {SCHEMA_VERSION}"
+    rows = db.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    ).fetchall()
+    order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
+    copy, fresh = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    try:
+        for kind, name, sql in sorted(rows, key=lambda r: order.get(r[0], 4)):
+            try:
+                copy.execute(sql)
+            except sqlite3.Error as exc:
+                return f"its {kind} {name!r} cannot be read ({exc})"
+        _steps(copy, version)
+        _steps(fresh, 0)
+        for table in ("inspections", "accepted"):
+            need = _columns(fresh, table)
+            missing = [c for c in need if c not in _columns(copy, table)]
+            if missing:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                named = ", ".join(missing[:3]) + more
+                return f"table {table} is not the records' (no column {named}): not a cellctl records file"
+    except sqlite3.Error as exc:
+        return f"not a cellctl records schema at version {version}: migrating it fails ({exc})"
+    finally:
+        copy.close()
+        fresh.close()
+    return None
+
+
+def _steps(db: sqlite3.Connection, version: int) -> None:
+    for target, step in MIGRATIONS:
+        if version < target:
+            step(db)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]  # names from a fixed list
+
+
 # ---------------------------------------------------------------------- v1/v2 messages -> v2 verdicts
 def _as_v2(row: tuple[Any, ...]) -> Verdict | None:
     """The v2 verdict of an undelivered row written by schema 1 or 2, or None if it has none."""

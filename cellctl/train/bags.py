@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cellctl.config import ResolvedProfile
@@ -80,8 +81,10 @@ def _item_tiles(job: tuple[Item, ResolvedProfile]) -> tuple[Tiles | None, str | 
                 labels.append(np.full(len(specs), UNKNOWN, np.int8))
             else:
                 labels.append(tile_labels(read_mask(mask, frame.data.shape), specs, min_length_px(rp, kind)))
-    except (InvalidImage, OSError, BadMask) as exc:
-        return None, f"{item.name}: {exc}"
+    # read_image raises InvalidImage (an OSError too) for every file it cannot use; OpenCV's
+    # own cv2.error can come from the mask reader (cv2.imread) on a header over its pixel limit
+    except (InvalidImage, OSError, BadMask, cv2.error) as exc:
+        return None, f"{item.name}: {' '.join(str(exc).split())}"
     tiles = np.concatenate(batches) if batches else np.zeros((0,), np.float32)
     if len(tiles) == 0:
         return None, f"{item.name}: no tile (the part was not located)"

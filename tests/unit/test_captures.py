@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,6 +148,45 @@ def test_export_writes_both_layouts_with_the_cells_view_beside_each_image(tmp_pa
     later = export_captures(store.root, tmp_path / "later", since=T0 + timedelta(hours=1))
     assert later["parts/unlabelled"] == 1
     assert export_captures(store.root, out) == counts  # again over the same folder: the same files
+
+
+def test_a_capture_whose_record_is_not_the_stores_is_counted_named_and_skipped(tmp_path: Path) -> None:
+    store = CaptureStore(tmp_path / "store", 10**9)
+    store.open()
+    wrong = {
+        "[]": "a JSON list, not an object",
+        '{"views": []}': "views is not an object of views",
+        '{"head_positions_deg": ["x"]}': "head_positions_deg is not a list of angles",
+        '{"head_positions_deg": 5}': "head_positions_deg is not a list of angles",
+        '{"head_positions_deg": [1e400]}': "head_positions_deg is not a list of angles",
+        '{"views": {"head@0": 5}}': "views is not an object of views",
+        '{"views": {"head@0": {"score": "high"}}}': "the score of view head@0 is not a finite number",
+        "[" * 100_000 + "]" * 100_000: "nested too deeply to be a capture record",
+        '{"why": ' + "[" * 100 + "]" * 100 + "}": "nested deeper than 16 levels, deeper than a capture record",
+        "{not json": "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    }
+    first = store.put(capture(0, T0))
+    folders = {}
+    for k, text in enumerate(wrong, start=1):
+        folders[text] = store.put(capture(k, T0 + timedelta(seconds=k)))
+        (folders[text] / RECORD).write_text(text)
+    # a view whose distance is not finite (the store writes what the guard measured) is exported as null
+    last = store.put(capture(99, T0 + timedelta(hours=1), views={"head@0": {"score": 0.4, "ood": float("inf")}}))
+    notes: list[str] = []
+    counts = export_captures(store.root, tmp_path / "out", note=notes.append)
+    assert counts == {"parts/unlabelled": 2, "head/unlabelled": 2, "shank/unlabelled": 2, "unreadable": len(wrong)}
+    assert notes == [f"note: {folders[t] / RECORD}: {why}; capture skipped" for t, why in wrong.items()]
+    assert (tmp_path / "out" / "parts" / "unlabelled" / first.name).is_dir()
+    beside = (tmp_path / "out" / "head" / "unlabelled" / f"{last.name}_head0.json").read_text()
+    assert json.loads(beside, parse_constant=lambda c: pytest.fail(c))["views"]["head@0"] == {"score": 0.4, "ood": None}
+    # the command: every capture it could export is exported, exit 0, each skipped one named on stderr
+    run = subprocess.run(
+        ["cellctl", "captures", "export", str(tmp_path / "o2"), "--store", str(store.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and json.loads(run.stdout)["unreadable"] == len(wrong), run
+    assert run.stderr.splitlines() == notes
 
 
 def test_the_captures_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

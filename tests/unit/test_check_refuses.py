@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -364,3 +367,168 @@ def test_run_uses_the_same_preflight(cell, tmp_path):
 
     code, err = asyncio.run(run())
     assert code == 2 and "devices.stage.url: stage 'serial:///dev/ttyS0?baud=1234'" in err
+
+
+# ------------------------------------------------------------------ audit: paths the OS refuses,
+# records `run` would refuse, socket ports; checked as real `cellctl check` processes
+def _check(*files: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`cellctl check FILES` as a process; a hang fails by the generous timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "cellctl", "check", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _refused_line(run: subprocess.CompletedProcess[str], *says: str) -> str:
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    for words in says:
+        assert words in lines[0], lines[0]
+    return lines[0]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def _loop(folder: Path) -> Path:
+    """Two symbolic links naming each other; the first is returned."""
+    (folder / "l1").symlink_to(folder / "l2")
+    (folder / "l2").symlink_to(folder / "l1")
+    return folder / "l1"
+
+
+def test_a_looping_link_in_profiles_dir_is_named(cell: Path) -> None:
+    (cell.parent / "loop.yaml").symlink_to("loop.yaml")
+    _refused_line(_check(cell), f"{cell.parent / 'loop.yaml'}: cannot read: Too many levels of symbolic links")
+
+
+@pytest.mark.parametrize(
+    ("field", "old"),
+    [
+        ("storage.records_db", "records_db: "),
+        ("profiles_dir", "profiles_dir: ."),
+        ("storage.captures.dir", None),
+    ],
+)
+def test_a_looping_link_as_a_config_path_is_named_with_its_line(
+    cell: Path, tmp_path: Path, field: str, old: str | None
+) -> None:
+    loop = _loop(tmp_path)
+    text = cell.read_text()
+    if old is None:
+        text = text.replace("storage:\n", f"storage:\n  captures: {{dir: {loop}}}\n", 1)
+        marker = "captures:"
+    elif field == "profiles_dir":
+        text = text.replace("profiles_dir: .", f"profiles_dir: {loop}", 1)
+        marker = "profiles_dir:"
+    else:
+        line = next(x for x in text.splitlines() if old in x)
+        text = text.replace(line, f"  records_db: {loop}", 1)
+        marker = "records_db:"
+    cell.write_text(text)
+    line = _line_of(cell, marker)
+    _refused_line(_check(cell), f"{cell}:{line}: {field}: cannot use {loop}: Too many levels of symbolic links")
+    # `run` refuses the same with exit 2, and `verdict --config` names the records_db so too
+    run = subprocess.run(
+        [sys.executable, "-m", "cellctl", "run", "--config", str(cell)], capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 2 and f"{field}: cannot use {loop}" in run.stderr, run.stderr
+    if field == "storage.records_db":
+        run = subprocess.run(
+            [sys.executable, "-m", "cellctl", "verdict", "--config", str(cell)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert f"{cell}:{line}: storage.records_db: cannot use {loop}" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(("field", "marker"), [("profiles_dir", "profiles_dir:"), ("storage.captures.dir", None)])
+def test_a_path_name_too_long_is_named_with_its_line(
+    cell: Path, tmp_path: Path, field: str, marker: str | None
+) -> None:
+    long = tmp_path / ("a" * 300)
+    text = cell.read_text()
+    if marker is None:
+        text = text.replace("storage:\n", f"storage:\n  captures: {{dir: {long}}}\n", 1)
+        marker = "captures:"
+    else:
+        text = text.replace("profiles_dir: .", f"profiles_dir: {long}", 1)
+    cell.write_text(text)
+    _refused_line(_check(cell), f"{cell}:{_line_of(cell, marker)}: {field}: ", "File name too long")
+
+
+def test_a_fifo_in_profiles_dir_is_refused_not_waited_on(cell: Path) -> None:
+    os.mkfifo(cell.parent / "zz.yaml")
+    _refused_line(_check(cell, timeout=120), f"{cell.parent / 'zz.yaml'}: not a regular file: a FIFO")
+
+
+@pytest.mark.parametrize(("content", "kind"), [("- a\n- b\n", "a list"), ("just text\n", "a single value")])
+def test_yaml_in_profiles_dir_that_is_no_mapping_is_named(cell: Path, content: str, kind: str) -> None:
+    (cell.parent / "other.yaml").write_text(content)
+    _refused_line(_check(cell), f"{cell.parent / 'other.yaml'}:1: holds {kind}")
+
+
+def test_a_model_path_that_loops_is_named_with_its_line(profiles_copy: Path) -> None:
+    profile = profiles_copy / "m8x40-hex.yaml"
+    _loop(profiles_copy / "models")
+    text = profile.read_text()
+    old = next(x for x in text.splitlines() if x.strip().startswith("path:"))
+    profile.write_text(text.replace(old, "  path: models/l1", 1))
+    line = _line_of(profile, "path: models/l1")
+    _refused_line(_check(profile), f"{profile}:{line}: model.path: cannot read", "Too many levels of symbolic links")
+
+
+@pytest.mark.parametrize(
+    ("setup", "says"),
+    [
+        ("PRAGMA user_version = 99", "schema version 99 is newer than this cellctl's version"),
+        ("CREATE TABLE inspections (a)", "not a cellctl records schema"),
+        (
+            "PRAGMA user_version = 4; CREATE TABLE inspections (a); CREATE TABLE accepted (b)",
+            "table inspections is not the records' (no column seq, cell_id, part_id and 18 more)",
+        ),
+    ],
+)
+def test_check_refuses_records_run_would_refuse(cell: Path, tmp_path: Path, setup: str, says: str) -> None:
+    db_path = tmp_path / "db" / "records.db"
+    db_path.parent.mkdir(exist_ok=True)
+    db = sqlite3.connect(db_path)
+    db.executescript(setup)
+    db.close()
+    before = db_path.read_bytes()
+    line = _line_of(cell, "records_db:")
+    _refused_line(_check(cell), f"{cell}:{line}: storage.records_db: {db_path}: {says}")
+    assert db_path.read_bytes() == before  # checked read-only
+    run = subprocess.run(
+        [sys.executable, "-m", "cellctl", "run", "--config", str(cell)], capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode in (2, 3) and "Traceback" not in run.stderr, run.stderr
+
+
+def test_records_of_the_current_schema_pass(cell: Path, tmp_path: Path) -> None:
+    from cellctl.records import SCHEMA_VERSION, schema_problem
+    from cellctl.records._migrations import migrate
+
+    db_path = tmp_path / "db" / "records.db"
+    db_path.parent.mkdir(exist_ok=True)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    migrate(db, str(db_path))
+    assert schema_problem(db) is None
+    db.execute("CREATE TABLE notes (x)")  # a table of someone's own beside the records
+    db.close()
+    assert records_problem(db_path) is None
+    assert SCHEMA_VERSION >= 4
+
+
+@pytest.mark.parametrize(("url", "port"), [("socket://host:99999", "99999"), ("socket://host:abc", "abc")])
+def test_a_socket_port_out_of_range_is_named_with_the_url_line(cell: Path, url: str, port: str) -> None:
+    line = _edit(cell, 'lighting: {url: "sim://"}', f'lighting: {{url: "{url}"}}')
+    _refused_line(_check(cell), f"{cell}:{line}: devices.lighting.url:", f"port '{port}' must be a number in 1-65535")

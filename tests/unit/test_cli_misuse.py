@@ -242,3 +242,114 @@ def test_a_closed_stdout_ends_quietly(argv: list[str], code: int) -> None:
         os.close(write_end)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr == b""
+
+
+# ------------------------------------------------------------------ audit: values out of range,
+# files that are no regular file, records files `run` would refuse; all as real processes
+def _cellctl(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`cellctl ARGV` as a process; a hang fails by the generous timeout, never passes."""
+    return subprocess.run(
+        [sys.executable, "-m", "cellctl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _one_error_line(run: subprocess.CompletedProcess[str], code: int, *says: str) -> str:
+    assert run.returncode == code, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, run.stderr
+    for words in says:
+        assert words in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("since", ["800000d", "99999999999d", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00+01:00"])
+def test_a_since_beyond_the_calendar_is_a_usage_error(since: str, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    run = _cellctl("captures", "export", str(tmp_path / "out"), "--store", str(store), "--since", since)
+    _one_error_line(run, USAGE, "argument --since: out of range", repr(since))
+
+
+def test_a_seq_beyond_sqlite_is_a_usage_error(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    db.write_bytes(b"")
+    run = _cellctl("verdict", "--records", str(db), "--seq", "99999999999999999999999")
+    _one_error_line(run, USAGE, "argument --seq: must be at most 9223372036854775807")
+    run = _cellctl("verdict", "--records", str(db), "--seq", str(2**63 - 1))  # the largest one is asked for
+    assert run.returncode != USAGE or "--seq" not in run.stderr, run.stderr
+
+
+def test_a_part_id_is_escaped_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "r.db"
+    sqlite3.connect(db).execute("CREATE TABLE inspections (seq INTEGER PRIMARY KEY, part_id TEXT)").connection.close()
+    line = _one_error_line(_cellctl("verdict", "--records", str(db), "--part", "a\x1b"), 1)
+    assert "part 'a\\x1b'" in line, line  # the escape shown as typed, not doubled to a\\\\x1b
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo.yaml"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_to_check_is_refused_not_waited_on(fifo: Path) -> None:
+    run = _cellctl("check", str(fifo), timeout=120)
+    _one_error_line(run, 1, f"{fifo}: not a regular file: a FIFO")
+
+
+def test_a_fifo_as_sim_records_is_refused_before_work(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    run = _cellctl("sim", "--parts", "1", "--records", str(fifo), timeout=120)
+    _one_error_line(run, USAGE, "--records", "not a regular file: a FIFO")
+
+
+def _records_file(tmp_path: Path, kind: str) -> Path:
+    import sqlite3
+
+    path = tmp_path / f"{kind}.db"
+    if kind == "text":
+        path.write_text("not a database\n" * 100)
+        return path
+    db = sqlite3.connect(path)
+    if kind == "future":
+        db.execute("PRAGMA user_version = 99")
+    else:  # a table of that name that is not the records'
+        db.execute("CREATE TABLE inspections (a)")
+    db.commit()
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("text", "file is not a database"),
+        ("future", "schema version 99 is newer than this cellctl's version"),
+        ("wrongschema", "not a cellctl records schema"),
+    ],
+)
+def test_sim_refuses_records_the_records_would_refuse_before_it_starts(tmp_path: Path, kind: str, says: str) -> None:
+    path = _records_file(tmp_path, kind)
+    before = path.read_bytes()
+    run = _cellctl("sim", "--parts", "1", "--records", str(path))
+    _one_error_line(run, USAGE, "argument --records", says)
+    assert "interrupted" not in run.stdout + run.stderr
+    assert path.read_bytes() == before  # looked at, never written
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a GenTL producer\n"])
+def test_devices_cti_that_loads_no_producer_is_an_error(tmp_path: Path, content: bytes) -> None:
+    cti = tmp_path / "vendor.cti"
+    cti.write_bytes(content)
+    run = _cellctl("devices", "--cti", str(cti))
+    _one_error_line(run, USAGE, str(cti), "loaded no GenTL producer")
+    assert "producer" not in run.stdout, run.stdout

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
 
 from cellctl.decision import ViewResult
-from cellctl.drawn import Drawn, breakdown, read_drawn
+from cellctl.drawn import BadRecord, Drawn, breakdown, drawn_record, read_drawn
 from cellctl.ranking import auc, item_score, ranking
 
 
@@ -73,6 +74,41 @@ def test_a_parts_record_gives_its_indications_sizes_relative_to_the_limit(tmp_pa
     assert read_drawn(tmp_path / "d") is None  # damaged: unrecorded, never a crash
     assert read_drawn(tmp_path / "missing") is None
     assert read_drawn(_record(tmp_path / "e", [(1.0, 30.0)], min_length=0)) is None  # not one the simulator wrote
+
+
+def test_a_record_that_cannot_be_used_is_refused_with_why_and_never_read_whole(tmp_path):
+    cases = {
+        "deep": "[" * 100_000 + "]" * 100_000,
+        "huge_number": '{"indications": [{"length_mm": 1e400, "contrast": 4}], "min_length_mm": 1, "min_contrast": 3}',
+        "nan": '{"indications": [{"length_mm": NaN, "contrast": 40}], "min_length_mm": 1, "min_contrast": 30}',
+        "tiny_limit": '{"indications": [{"length_mm": 1e300, "contrast": 1e300}], "min_length_mm": 1e-300, '
+        '"min_contrast": 1e-300}',
+        "big_int": '{"indications": [{"length_mm": 1' + "0" * 400 + ', "contrast": 40}], "min_length_mm": 1, '
+        '"min_contrast": 30}',
+        "list": "[]",
+        "no_key": '{"indications": []}',
+    }
+    whys = {}
+    for name, text in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part.json").write_text(text)
+        with pytest.raises(BadRecord) as info:
+            drawn_record(tmp_path / name)
+        whys[name] = str(info.value)
+        assert read_drawn(tmp_path / name) is None
+    assert whys["deep"] == "nested too deeply to be a part record"
+    assert whys["huge_number"] == "not valid JSON: 1e400 is not a finite number"
+    assert whys["nan"] == "not valid JSON: NaN is not a finite number"
+    assert whys["tiny_limit"].endswith("is not a finite number >= 0")
+    assert whys["big_int"].startswith("not a record of cellctl sim") and whys["no_key"] == "no 'min_length_mm' in it"
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "part.json")
+    with pytest.raises(BadRecord, match=r"^not a regular file: a FIFO$"):
+        drawn_record(tmp_path / "fifo")
+    (tmp_path / "folder" / "part.json").mkdir(parents=True)
+    with pytest.raises(BadRecord, match=r"^not a regular file: a folder$"):
+        drawn_record(tmp_path / "folder")
+    assert drawn_record(tmp_path / "missing") is None  # a plant part: no record, nothing wrong
 
 
 def test_the_breakdown_counts_clean_good_parts_apart_from_those_carrying_small_indications():

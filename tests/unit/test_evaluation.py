@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -215,6 +216,37 @@ def test_eval_parts_judges_whole_parts_and_a_part_missing_a_view_is_recheck(expo
     assert item["called"] == "recheck" and item["reason"] == "cannot use head90.png: missing" and item["views"] == []
     assert report["unreadable"] == [f"{victim.relative_to(tmp_path)}/head90.png: missing"]
     assert report["part"]["recheck_reasons"]["head#.png: missing"] == 1
+
+
+def test_eval_parts_goes_on_past_part_records_and_views_it_cannot_use(export, guarded, tmp_path):
+    root, _ = export
+    shutil.copytree(root / "parts", tmp_path / "parts")
+    deep, infinite, fifo, looped = sorted((tmp_path / "parts").glob("*/*"))
+    (deep / "part.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json
+    text = (infinite / "part.json").read_text()
+    record = json.loads(text)
+    record["indications"] = [{"length_mm": 1, "contrast": 1}]
+    (infinite / "part.json").write_text(json.dumps(record).replace('"length_mm": 1,', '"length_mm": 1e400,'))
+    (fifo / "part.json").unlink()
+    os.mkfifo(fifo / "part.json")  # read, it would block for ever
+    (looped / "strip.png").unlink()
+    (looped / "strip.png").symlink_to("strip.png")
+    code, out = _cli("eval", "--profile", PROFILE, "--model", str(guarded), str(tmp_path), "--json", "--parts")
+    assert code == 0, out
+    report = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json"))
+    assert report["part"]["n"] == len(report["items"]) == 4
+    rel = {p: str(p.relative_to(tmp_path)) for p in (deep, infinite, fifo, looped)}
+    assert report["bad_records"] == [
+        f"{rel[deep]}/part.json: nested too deeply to be a part record",
+        f"{rel[infinite]}/part.json: not valid JSON: 1e400 is not a finite number",
+        f"{rel[fifo]}/part.json: not a regular file: a FIFO",
+    ]
+    assert report["drawn"]["unrecorded"] == 3  # the looped part's record is used; its outcome is RECHECK
+    assert report["unreadable"] == [f"{rel[looped]}/strip.png: cannot read it: Too many levels of symbolic links"]
+    (item,) = [i for i in report["items"] if i["name"] == rel[looped]]
+    assert item["called"] == "recheck" and "drawn" in item
+    code, table = _cli("eval", "--profile", PROFILE, "--model", str(guarded), str(tmp_path), "--parts")
+    assert code == 0 and f"  {rel[fifo]}/part.json: not a regular file: a FIFO" in table.splitlines()
 
 
 async def test_eval_and_the_daemon_give_the_same_outcome_per_view_on_the_same_images(guarded, tmp_path):
