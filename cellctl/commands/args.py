@@ -11,10 +11,11 @@ import functools
 import math
 import os
 import re
-import stat
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from cellctl.files import file_kind
 
 
 def _number(text: str, kind: type[int] | type[float]) -> float:
@@ -116,21 +117,12 @@ def _path_type(check: Callable[[Path, str], None]) -> Callable[[str], Path]:
     return parse
 
 
-_FILE_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
 @_path_type
 def existing_file(path: Path, text: str) -> None:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
     if path.exists() and not path.is_file():  # a FIFO would block the reader
-        kind = _FILE_KINDS.get(stat.S_IFMT(path.stat().st_mode), "another kind of file")
-        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {kind}")
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {file_kind(path.stat().st_mode)}")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     if not os.access(path, os.R_OK):
@@ -151,8 +143,7 @@ def output_file(path: Path, text: str) -> None:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; name a file")
     if path.exists() and not path.is_file():  # a FIFO would block the writer, a device never end
-        kind = _FILE_KINDS.get(stat.S_IFMT(path.stat().st_mode), "another kind of file")
-        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {kind}")
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file: {file_kind(path.stat().st_mode)}")
     folder = path.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
