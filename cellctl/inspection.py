@@ -6,7 +6,9 @@ for anything the pixels bring: a view that cannot be judged makes the part RECHE
 reason, and the reason names the view.
 
 Per part: every head frame and the strip are located (the part's silhouette checked against
-the profile's geometry and fixture), tiled over the located surface at the profile's scale,
+the profile's geometry and fixture) and checked for what would hide an indication from the
+student (a blurred or smoothed view, a bare patch, a view or strip lines that repeat another:
+cellctl.vision focus, noise, bare, repeats), tiled over the located surface at the profile's scale,
 each tile checked against the input invariants, all tiles scored in one batch, each score
 kept only if the tile is in the model's distribution (``ood_score`` under the threshold the
 model carries), and the coverage of head and shank compared with the profile's requirement.
@@ -26,9 +28,12 @@ import numpy as np
 from cellctl.config import GuardSettings, ResolvedProfile, ViewSpec
 from cellctl.decision import Decision, ViewResult, decide
 from cellctl.fault import Fault, Step
+from cellctl.vision.bare import head_bare_patch, strip_bare_patch
 from cellctl.vision.focus import edge_sharpness
-from cellctl.vision.locate import NotLocated, Silhouette, locate_head, locate_strip
+from cellctl.vision.locate import HeadLocation, NotLocated, Silhouette, StripLocation, locate_head, locate_strip
+from cellctl.vision.noise import least_noise
 from cellctl.vision.preprocess import InvalidImage, model_input, tile_rgb
+from cellctl.vision.repeats import SAME_TURN, repeated_heads, repeated_lines, turn_difference
 from cellctl.vision.tiles import head_coverage, head_tiles, strip_coverage, strip_tiles
 
 SATURATED = 255
@@ -75,7 +80,9 @@ class Inspection:
     not_located: tuple[str, ...]  # views ("head@90", "strip") in which the part was not found as the profile's
     short_of_coverage: tuple[str, ...]  # views whose tiles cover less than the profile requires
     sharpness: dict[str, float | None]  # located view -> its silhouette edge's sharpness (None: not measurable)
-    out_of_focus: tuple[str, ...]  # views less sharp than the profile's guard allows
+    noise: dict[str, float | None]  # located view -> the sensor noise of its smoothest block on the part
+    out_of_focus: tuple[str, ...]  # views less sharp, or smoother, than the profile's guard allows
+    repeated: tuple[str, ...]  # views that repeat another view or their own lines: surface never shot
     decision: Decision
     fault: Fault | None  # the model failed (the decision is then RECHECK, or REJECT on a view it did score)
     timings_ms: dict[str, float]  # "prepare": locate, tile, guard; "infer": the model
@@ -98,7 +105,10 @@ class _Plan:
     not_located: list[str] = field(default_factory=list)
     short_of_coverage: list[str] = field(default_factory=list)
     sharpness: dict[str, float | None] = field(default_factory=dict)
+    noise: dict[str, float | None] = field(default_factory=dict)
     out_of_focus: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)
+    heads: list[tuple[str, HeadLocation | None]] = field(default_factory=list)  # head frames in order, located or not
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -111,6 +121,7 @@ def inspect_part(heads: Sequence[Pixels], strip: Pixels, rp: ResolvedProfile, mo
     for i, (frame, angle) in enumerate(zip(heads, angles, strict=False)):
         _plan_head(plan, frame, i, angle, rp)
     _plan_strip(plan, strip, rp)
+    _require_turned(plan)
     return _judge(plan, rp, model)
 
 
@@ -153,13 +164,17 @@ def _plan_head(plan: _Plan, frame: Pixels, source: int, angle: float, rp: Resolv
         plan.problems.append(f"{name}: {exc}")
         plan.not_located.append(name)
         plan.coverage["head"] = 0.0
+        plan.heads.append((name, None))
         return
     shape = (int(frame.data.shape[0]), int(frame.data.shape[1]))
     tiles = head_tiles(loc, source, angle, rp.profile, shape)
     covered = head_coverage(loc, tiles)
     plan.coverage["head"] = min(plan.coverage.get("head", 1.0), covered)
     _require_coverage(plan, name, covered, rp)
+    _require_film(plan, name, head_bare_patch(loc, rp.profile), "wide", "high")
     _require_focus(plan, name, frame, "head", loc.silhouette, rp.profile.guard.min_head_sharpness)
+    _require_detail(plan, name, frame, "head", loc.silhouette, loc.box, rp.profile.guard.min_noise)
+    plan.heads.append((name, loc))
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
 
@@ -175,28 +190,88 @@ def _plan_strip(plan: _Plan, frame: Pixels, rp: ResolvedProfile) -> None:
     covered = strip_coverage(loc, tiles)
     plan.coverage["shank"] = covered
     _require_coverage(plan, "strip", covered, rp)
+    _require_film(plan, "strip", strip_bare_patch(loc, rp.profile), "along the axis", "around")
     _require_focus(plan, "strip", frame, "shank", loc.silhouette, rp.profile.guard.min_strip_sharpness)
+    box = (loc.datum_px, 0, loc.end_px, loc.rows)
+    _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard.min_noise)
+    _require_lines(plan, frame, loc)
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
+
+
+def _flag(views: list[str], name: str) -> None:
+    """A view is listed once however many of its checks it fails (each is in the problems)."""
+    if name not in views:
+        views.append(name)
 
 
 def _require_coverage(plan: _Plan, name: str, covered: float, rp: ResolvedProfile) -> None:
     required = rp.profile.inspection.required_coverage
     if covered < required:
-        plan.short_of_coverage.append(name)
+        _flag(plan.short_of_coverage, name)
         plan.problems.append(f"{name}: tiles cover {covered:.1%} of the surface, below the required {required:.1%}")
+
+
+def _require_film(plan: _Plan, name: str, patch: tuple[float, float] | None, x: str, y: str) -> None:
+    """A bare patch (cellctl.vision.bare) is surface the tiles cover and nobody inspected."""
+    if patch is not None:
+        _flag(plan.short_of_coverage, name)
+        plan.problems.append(
+            f"{name}: bare patch of {patch[0]:.1f} mm {x} x {patch[1]:.1f} mm {y} (no particle film: not inspected)"
+        )
+
+
+def _require_lines(plan: _Plan, frame: Pixels, loc: StripLocation) -> None:
+    """Every line of the strip shows its own place of the turn (cellctl.vision.repeats)."""
+    turn = turn_difference(loc)
+    if turn < SAME_TURN:
+        _flag(plan.repeated, "strip")
+        plan.problems.append(
+            f"strip: one place of the part all the way round (difference {turn:.3f}, at least {SAME_TURN:g}): "
+            "the part did not turn"
+        )
+        return
+    run = repeated_lines(frame.data, frame.pixel_format, loc)
+    if run is not None:
+        _flag(plan.repeated, "strip")
+        first, count = run
+        plan.problems.append(f"strip: lines {first}-{first + count - 1} repeat one line (the encoder or camera)")
+
+
+def _require_turned(plan: _Plan) -> None:
+    """Each head frame shows its own position (cellctl.vision.repeats)."""
+    for earlier, later, difference in repeated_heads(plan.heads):
+        _flag(plan.repeated, later)
+        plan.problems.append(
+            f"{later}: the same view as {earlier} (difference {difference:.3f}): the part did not turn, "
+            "or one frame was delivered twice"
+        )
 
 
 def _require_focus(plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhouette, floor: float) -> None:
     sharpness = edge_sharpness(frame.data, frame.pixel_format, kind, sil)
     plan.sharpness[name] = sharpness
     if sharpness is None:
-        plan.out_of_focus.append(name)
+        _flag(plan.out_of_focus, name)
         plan.problems.append(f"{name}: no silhouette edge to check the focus on")
     elif sharpness < floor:
-        plan.out_of_focus.append(name)
+        _flag(plan.out_of_focus, name)
         field = "min_head_sharpness" if kind == "head" else "min_strip_sharpness"
         plan.problems.append(
             f"{name}: out of focus (edge sharpness {sharpness:.2f}, at least {floor:g}: guard.{field})"
+        )
+
+
+def _require_detail(
+    plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhouette, box: tuple[int, int, int, int], floor: float
+) -> None:
+    """The sensor's noise is still on every block of the part (cellctl.vision.noise)."""
+    noise = least_noise(frame.data, frame.pixel_format, kind, sil, box)
+    plan.noise[name] = noise
+    if noise is not None and noise < floor:
+        _flag(plan.out_of_focus, name)
+        plan.problems.append(
+            f"{name}: smoothed after the sensor (noise {noise:.2f} in a block of the part, at least {floor:g}: "
+            "guard.min_noise)"
         )
 
 
@@ -238,7 +313,9 @@ def _judge(plan: _Plan, rp: ResolvedProfile, model: Model) -> Inspection:
         tuple(plan.not_located),
         tuple(plan.short_of_coverage),
         dict(plan.sharpness),
+        dict(plan.noise),
         tuple(plan.out_of_focus),
+        tuple(plan.repeated),
         decision,
         fault,
         timings,

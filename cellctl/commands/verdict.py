@@ -170,11 +170,15 @@ def describe(row: dict[str, Any]) -> str:
     sharpness = _object(evidence.get("sharpness"))
     if sharpness:
         lines.append("  focus       " + "  ".join(f"{text(k)} {_num(v, 2)}" for k, v in sharpness.items()))
+    noise = _object(evidence.get("noise"))
+    if noise:
+        lines.append("  noise       " + "  ".join(f"{text(k)} {_num(v, 2)}" for k, v in noise.items()))
     for key, title in (
         ("problems", "problems"),
         ("not_located", "not located"),
         ("short_of_coverage", "short"),
         ("out_of_focus", "unfocused"),
+        ("repeated", "repeated"),
     ):
         listed = evidence.get(key)
         if isinstance(listed, list) and listed:

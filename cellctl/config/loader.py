@@ -15,6 +15,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from cellctl.drivers import CellError
+from cellctl.drivers.settings import FieldError
 from cellctl.files import NotARegularFile, TooLarge, read_bounded
 from cellctl.text import printable
 
@@ -182,6 +183,10 @@ def load(model: type[M], path: Path) -> M:
 def _problem(path: Path, data: Any, err: Any) -> Problem:
     loc = [part for part in err["loc"] if not _is_union_tag(part)]
     message = err["msg"]
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):  # a check across fields names the one at fault
+        loc = [*loc, *cause.field.split(".")]
+        return Problem(str(path), _line_of(data, loc), _dotted(loc), cause.message)
     if err["type"] == "extra_forbidden":
         message = "unknown field (check the spelling; allowed fields are listed in README)"
     elif err["type"] == "missing":

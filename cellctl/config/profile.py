@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from cellctl.drivers import SettingsModel
 from cellctl.drivers.camera import FrameCameraSettings, LineScanSettings
 from cellctl.drivers.lighting import LightingSettings
+from cellctl.drivers.settings import FieldError
 from cellctl.drivers.stage import MotionSettings
 from cellctl.text import SafeName, SafePath, SafeText
 
@@ -82,8 +83,11 @@ class GuardSettings(SettingsModel):
     min_part_contrast: float = Field(
         default=8.0, gt=0.0, le=255.0, description="part surface over the background, below: no part seen"
     )
+    # the student finds indications by their brightness (fixed normalisation): dimmed 0.4x,
+    # every defective part of a SEED test set (surface 38-58, so 15-23 dimmed) PASSed with the
+    # old floor of 12; the floor sits under the dimmest tile of PLANT renders (27 in 60 parts)
     min_surface_level: float = Field(
-        default=12.0, ge=0.0, le=255.0, description="median of the part surface; below: no light or no particles"
+        default=25.0, ge=0.0, le=255.0, description="median of the part surface; below: lamp too dim, no particles"
     )
     max_surface_level: float = Field(
         default=180.0, ge=0.0, le=255.0, description="above: overexposed, flooded or glare"
@@ -102,6 +106,12 @@ class GuardSettings(SettingsModel):
     )
     min_strip_sharpness: float = Field(
         default=0.26, ge=0.0, le=2.0, description="the strip's silhouette edge slope over the part's contrast"
+    )
+
+    # sensor noise (cellctl.vision.noise): the simulator's sensor reads 1.8-2.3 on every block,
+    # a patch blurred 3 px at most 0.06, strip lines averaged 3 at a time 0.5
+    min_noise: float = Field(
+        default=0.8, ge=0.0, le=50.0, description="the least sensor noise a block of the part may show"
     )
 
     @model_validator(mode="after")
@@ -215,10 +225,26 @@ class PartProfile(SettingsModel):
     def verify_tiles_inside_images(self) -> PartProfile:
         side, cam = self.preprocess.head_tile_px, self.frame_camera
         if side > min(cam.width_px, cam.height_px):
-            raise ValueError(f"preprocess.head_tile_px must fit in the {cam.width_px} x {cam.height_px} frame")
+            raise FieldError("preprocess.head_tile_px", f"must fit in the {cam.width_px} x {cam.height_px} frame")
         tile, line = self.preprocess.shank_tile_px, self.line_scan
         if tile.axis > line.line_width_px or tile.around > line.lines_per_revolution:
-            raise ValueError(
-                f"preprocess.shank_tile_px must fit in the {line.line_width_px} x {line.lines_per_revolution} strip"
+            raise FieldError(
+                "preprocess.shank_tile_px", f"must fit in the {line.line_width_px} x {line.lines_per_revolution} strip"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def verify_line_exposure(self) -> PartProfile:
+        # the part turns while a line is exposed: longer than one line's period smears every
+        # indication around the turn (a crack across the rows fades into the film and is
+        # scored clean), and the camera cannot take the next encoder trigger in time
+        line, speed = self.line_scan, self.motion.speed_rps
+        period_us = 1e6 / (speed * line.lines_per_revolution)
+        if line.exposure_us > period_us:
+            raise FieldError(
+                "line_scan.exposure_us",
+                f"{line.exposure_us:g} us is longer than one line at motion.speed_rps {speed:g} and "
+                f"{line.lines_per_revolution} lines per revolution ({period_us:.1f} us): each line would "
+                f"smear over {line.exposure_us / period_us:.1f} lines around the part; at most {period_us:.1f}",
             )
         return self

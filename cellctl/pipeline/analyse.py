@@ -80,7 +80,9 @@ def evidence(inspection: Inspection) -> dict[str, Any]:
         "not_located": list(inspection.not_located),
         "short_of_coverage": list(inspection.short_of_coverage),
         "sharpness": {name: _rounded(value) for name, value in inspection.sharpness.items()},
+        "noise": {name: _rounded(value) for name, value in inspection.noise.items()},
         "out_of_focus": list(inspection.out_of_focus),
+        "repeated": list(inspection.repeated),
         "view_problems": {v.name: v.problem for v in inspection.views if v.problem is not None},
     }
 

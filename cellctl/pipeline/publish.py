@@ -34,7 +34,7 @@ log = structlog.get_logger("cellctl.pipeline.publish")
 
 RETRY_S = 0.5  # how often a blocked cell tries the records again
 BLOCK_KEY = "records"
-GUARD_KEYS = ("ood_views", "ood_parts", "not_located", "coverage_short", "out_of_focus")
+GUARD_KEYS = ("ood_views", "ood_parts", "not_located", "coverage_short", "out_of_focus", "repeated")
 
 
 def guard_findings(evidence: Mapping[str, Any], outcome: Outcome) -> dict[str, int]:
@@ -42,9 +42,11 @@ def guard_findings(evidence: Mapping[str, Any], outcome: Outcome) -> dict[str, i
     ``ood_views``, the views out of the model's distribution, and ``ood_parts`` 1 if there is
     one, whatever the verdict; for a part judged RECHECK, ``not_located`` 1 if the part was not
     found (or not this profile's part in its place) in a view, ``coverage_short`` 1 if the
-    tiles covered less than the profile requires and ``out_of_focus`` 1 if a view was less
-    sharp than the profile's guard allows. ``evidence`` as a Record holds it, read back
-    from the records or not: anything of another shape counts as nothing found."""
+    tiles covered less than the profile requires (or a bare patch left surface unseen),
+    ``out_of_focus`` 1 if a view was less sharp (or smoother) than the profile's guard allows
+    and ``repeated`` 1 if a view repeated another view or its own lines (the part did not
+    turn). ``evidence`` as a Record holds it, read back from the records or not: anything of
+    another shape counts as nothing found."""
     view_problems = evidence.get("view_problems")
     ood = sum(
         1
@@ -58,6 +60,7 @@ def guard_findings(evidence: Mapping[str, Any], outcome: Outcome) -> dict[str, i
         "not_located": int(recheck and _listed(evidence, "not_located")),
         "coverage_short": int(recheck and _listed(evidence, "short_of_coverage")),
         "out_of_focus": int(recheck and _listed(evidence, "out_of_focus")),
+        "repeated": int(recheck and _listed(evidence, "repeated")),
     }
 
 

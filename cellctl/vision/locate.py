@@ -111,6 +111,7 @@ class HeadLocation:
     shank_width_mm: float
     silhouette: Silhouette
     plane: Plane
+    head_rows: tuple[int, int]  # plane rows of the head: its top, past its last wide row
 
 
 def locate_head(data: np.ndarray, pixel_format: str, profile: PartProfile) -> HeadLocation:
@@ -174,7 +175,7 @@ def locate_head(data: np.ndarray, pixel_format: str, profile: PartProfile) -> He
     y0 = top * HEAD_STEP - margin
     y1 = bottom * HEAD_STEP + FILLET_MM * profile.optics.frame_px_per_mm
     box = (max(int(x0), 0), max(int(y0), 0), int(x1), int(y1))
-    return HeadLocation(box, (cx, cy), tilt, head_width, head_height, shank_width, sil, plane)
+    return HeadLocation(box, (cx, cy), tilt, head_width, head_height, shank_width, sil, plane, (top, bottom))
 
 
 @dataclass(frozen=True)

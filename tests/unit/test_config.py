@@ -105,6 +105,20 @@ def _line(path: Path, needle: str) -> int:
             "head_tile_px: 2100",
             "less than or equal to 2056",
         ),
+        (  # longer than the line period at 1 rev/s and 2048 lines: every line smeared round the part
+            "  exposure_us: 20",
+            "  exposure_us: 900",
+            "line_scan.exposure_us",
+            "exposure_us: 900",
+            "smear over 1.8 lines around the part; at most 488.3",
+        ),
+        (  # a check across fields names the field it is about, and its line
+            "  shank_tile_px: {axis: 680, around: 512}",
+            "  shank_tile_px: {axis: 680, around: 4096}",
+            "preprocess.shank_tile_px",
+            "around: 4096",
+            "must fit in the 2048 x 2048 strip",
+        ),
         (
             "  required_coverage: 0.98",
             "  required_coverage: 1.5",

@@ -46,10 +46,26 @@ def _inspection(
     # the view a part-level problem is about, by kind, as inspection lists them
     short = tuple(p.split(":")[0] for p in problems if "below the required" in p)
     unfocused = tuple(p.split(":")[0] for p in problems if "out of focus" in p)
-    not_located = tuple(p.split(":")[0] for p in problems if "below the required" not in p and "out of focus" not in p)
+    repeated = tuple(p.split(":")[0] for p in problems if "did not turn" in p)
+    not_located = tuple(
+        p.split(":")[0]
+        for p in problems
+        if not any(k in p for k in ("below the required", "out of focus", "did not turn"))
+    )
     timings = {"prepare": 1.0, "infer": 2.0}
     return Inspection(
-        tuple(views), coverage, tuple(problems), not_located, short, sharpness or {}, unfocused, decision, None, timings
+        tuple(views),
+        coverage,
+        tuple(problems),
+        not_located,
+        short,
+        sharpness or {},
+        {},
+        unfocused,
+        repeated,
+        decision,
+        None,
+        timings,
     )
 
 
@@ -124,7 +140,9 @@ async def test_a_recorded_parts_evidence_reads_back_equal_with_non_finite_number
         "not_located": [],
         "short_of_coverage": [],
         "sharpness": {"head@0": 0.432, "strip": None},  # NaN: JSON has none
+        "noise": {},
         "out_of_focus": [],
+        "repeated": [],
         "view_problems": {
             "head@90": "no out-of-distribution score",
             "shank[r0,c0]": "out of distribution (ood 41.5 > 30.0)",
@@ -170,11 +188,14 @@ def test_guard_findings_tell_the_guards_problems_apart(m8: ResolvedProfile) -> N
         "not_located": 0,
         "coverage_short": 0,
         "out_of_focus": 0,
+        "repeated": 0,
     }
     both = _inspection([], {"head": 0.0, "shank": 0.9}, [located, short])
-    assert guard_findings(evidence(both), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 1, 1, 0), strict=True))
+    assert guard_findings(evidence(both), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 1, 1, 0, 0), strict=True))
     blurred = _inspection([], {"head": 1.0, "shank": 1.0}, ["strip: out of focus (edge sharpness 0.08, at least 0.26)"])
-    assert guard_findings(evidence(blurred), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 0, 0, 1), strict=True))
+    assert guard_findings(evidence(blurred), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 0, 0, 1, 0), strict=True))
+    stalled = _inspection([], {"head": 1.0, "shank": 1.0}, ["head@90: the same view as head@0 (0.004): did not turn"])
+    assert guard_findings(evidence(stalled), Outcome.RECHECK) == dict(zip(GUARD_KEYS, (0, 0, 0, 0, 0, 1), strict=True))
     # a defect seen elsewhere makes the part REJECT: then it is not a recheck for the guard
     assert guard_findings(evidence(both), Outcome.REJECT) == dict.fromkeys(GUARD_KEYS, 0)
     # evidence read back from an odd row counts as nothing found, never raises
@@ -216,6 +237,7 @@ async def test_health_counts_the_parts_the_guard_stopped_and_the_sim_reads_the_s
         "not_located": 1,
         "coverage_short": 1,
         "out_of_focus": 0,
+        "repeated": 0,
     }
     assert health["verdicts"] == {"PASS": 1, "RECHECK": 4}
     # the auditor's view of the part that passed: what was covered and how far in distribution
@@ -226,7 +248,9 @@ async def test_health_counts_the_parts_the_guard_stopped_and_the_sim_reads_the_s
         "not_located": [],
         "short_of_coverage": [],
         "sharpness": {},
+        "noise": {},
         "out_of_focus": [],
+        "repeated": [],
         "view_problems": {},
     }
     assert await cell.records.evidence(5) == {}

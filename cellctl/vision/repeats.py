@@ -1,0 +1,112 @@
+"""Views that repeat what another view, or another line, already showed.
+
+Each head frame is shot at its own turntable position and each strip line at its own encoder
+edge, so no two of them see the same surface. When they do, part of the surface was never
+shot: the turntable stalled or the part slipped in its chuck (the frames or the lines show
+one position again), or the acquisition delivered a buffer twice (a grabber that re-queues a
+stale buffer, an encoder that stops while the camera free-runs on a line). The student scores
+each repeat clean, so a crack on the faces never shot is PASSed "all views clean". Such a part
+is RECHECK with the views named.
+
+Three measures, each against what a sensor's own noise can do:
+- two consecutive head frames whose difference over the head is no more than noise: its
+  smooth part (what structure would make) over its fine part (what noise makes) under
+  ``SAME_HEAD``. White noise alone reads 0.44-0.49 whatever the part's brightness (two shots
+  of one position, the sensor's noise drawn afresh; an identical frame reads 0); frames 60
+  or 90 degrees apart read at least 1.07 (10 parts each, SEED and PLANT renders, M8);
+- a strip whose shank, smoothed around the turn, differs from itself half a turn on by less
+  than ``SAME_TURN`` of the contrast: one line seen all the way round (a stall: at most
+  0.012; a turning part at least 0.112, SEED and PLANT);
+- a run of ``MAX_REPEATED_LINES`` or more strip lines equal to the line before within
+  ``SAME_LINE`` grey levels on average: sensor noise alone makes neighbouring lines differ by
+  about 3 grey levels, so only a repeated buffer line is that close.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from cellctl.vision.locate import STRIP_COL_STEP, HeadLocation, StripLocation
+
+SAME_HEAD = 0.7  # two head frames' difference: its smooth part over its fine part, at most
+SAME_TURN = 0.05  # mean |difference| of the smoothed shank and itself half a turn on, over the contrast
+SAME_LINE = 0.5  # grey levels: mean |difference| of a strip line and the one before, at most
+MAX_REPEATED_LINES = 4  # lines in a row that equal the one before: a repeated buffer line
+SMOOTH = (5, 5)  # plane pixels: what sensor noise is averaged over before views are compared
+
+
+def repeated_heads(frames: Sequence[tuple[str, HeadLocation | None]]) -> list[tuple[str, str, float]]:
+    """(earlier view, later view, difference) of consecutive head frames that show one
+    position. ``frames``: (view, its location or None if not located), in turntable order."""
+    found = []
+    for (name_a, a), (name_b, b) in itertools.pairwise(frames):
+        if a is None or b is None:
+            continue
+        difference = _head_difference(a, b)
+        if difference < SAME_HEAD:
+            found.append((name_a, name_b, difference))
+    return found
+
+
+def _head_difference(a: HeadLocation, b: HeadLocation) -> float:
+    """Mean |smoothed difference| over mean |what smoothing took from it|, on the head and
+    fillet of either frame (0 for one frame twice, inf where nothing can be compared)."""
+    if a.plane.pixels.shape != b.plane.pixels.shape:
+        return float("inf")  # frames of different sizes: not one frame twice
+    region = a.silhouette.mask | b.silhouette.mask
+    step = a.plane.step_x
+    x0, y0, x1, y1 = (v // step for v in a.box)
+    inside = np.zeros_like(region)
+    inside[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    region &= inside
+    if not region.any():
+        return float("inf")
+    difference = a.plane.pixels.astype(np.float32) - b.plane.pixels.astype(np.float32)
+    smooth = cv2.GaussianBlur(difference, SMOOTH, 0)
+    fine = float(np.abs(difference - smooth)[region].mean())
+    coarse = float(np.abs(smooth)[region].mean())
+    return coarse / fine if fine > 0 else (0.0 if coarse == 0 else float("inf"))
+
+
+def turn_difference(loc: StripLocation) -> float:
+    """The shank against itself half a turn on, smoothed, over the part's contrast: near 0
+    when every line shows the same place of the part."""
+    plane = loc.plane.pixels[:, loc.datum_px // STRIP_COL_STEP : loc.end_px // STRIP_COL_STEP]
+    contrast = loc.silhouette.surface - loc.silhouette.background
+    if plane.size == 0 or contrast <= 0:
+        return float("inf")
+    smooth = cv2.GaussianBlur(plane.astype(np.float32), SMOOTH, 0)
+    return float(np.abs(smooth - np.roll(smooth, smooth.shape[0] // 2, axis=0)).mean()) / contrast
+
+
+def repeated_lines(data: np.ndarray, pixel_format: str, loc: StripLocation) -> tuple[int, int] | None:
+    """(first line, count) of the longest run of strip lines each equal to the line before
+    (over the shank's columns), when it reaches ``MAX_REPEATED_LINES``; else None.
+
+    Lines two apart are compared, so a Bayer strip's lines of the same colour meet; clipped
+    pixels (0 or 255 in both lines) say nothing and are left out, and a line with less than
+    half its pixels left is no evidence either way."""
+    if pixel_format == "RGB8" and data.ndim == 3:
+        green = data[:, loc.datum_px : loc.end_px, 1]
+    elif data.ndim == 2:
+        green = data[:, loc.datum_px : loc.end_px]
+    else:
+        return None
+    if green.shape[0] < 3 or green.shape[1] == 0:
+        return None
+    a, b = green[2:].astype(np.int16), green[:-2].astype(np.int16)
+    clipped = ((a == 0) & (b == 0)) | ((a == 255) & (b == 255))
+    kept = (~clipped).sum(axis=1)
+    diff = (np.abs(a - b) * ~clipped).sum(axis=1) / np.maximum(kept, 1)
+    same = (diff <= SAME_LINE) & (kept >= green.shape[1] // 2)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
+    if edges.size == 0:
+        return None
+    runs = edges.reshape(-1, 2)
+    longest = runs[int(np.argmax(runs[:, 1] - runs[:, 0]))]
+    count = int(longest[1] - longest[0]) + 2  # a run of k equal pairs, two lines apart, is k + 2 lines
+    return (int(longest[0]), count) if count >= MAX_REPEATED_LINES else None
