@@ -30,7 +30,15 @@ from cellctl.decision import Decision, ViewResult, decide
 from cellctl.fault import Fault, Step
 from cellctl.vision.bare import head_bare_patch, strip_bare_patch
 from cellctl.vision.focus import edge_sharpness
-from cellctl.vision.locate import HeadLocation, NotLocated, Silhouette, StripLocation, locate_head, locate_strip
+from cellctl.vision.locate import (
+    HeadLocation,
+    NotLocated,
+    Silhouette,
+    StripLocation,
+    fine_plane,
+    locate_head,
+    locate_strip,
+)
 from cellctl.vision.noise import least_noise
 from cellctl.vision.preprocess import InvalidImage, model_input, tile_rgb
 from cellctl.vision.repeats import SAME_TURN, repeated_heads, repeated_lines, turn_difference
@@ -172,8 +180,7 @@ def _plan_head(plan: _Plan, frame: Pixels, source: int, angle: float, rp: Resolv
     plan.coverage["head"] = min(plan.coverage.get("head", 1.0), covered)
     _require_coverage(plan, name, covered, rp)
     _require_film(plan, name, head_bare_patch(loc, rp.profile), "wide", "high")
-    _require_focus(plan, name, frame, "head", loc.silhouette, rp.profile.guard.min_head_sharpness)
-    _require_detail(plan, name, frame, "head", loc.silhouette, loc.box, rp.profile.guard.min_noise)
+    _require_detail(plan, name, frame, "head", loc.silhouette, loc.box, rp.profile.guard)
     plan.heads.append((name, loc))
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
@@ -191,9 +198,8 @@ def _plan_strip(plan: _Plan, frame: Pixels, rp: ResolvedProfile) -> None:
     plan.coverage["shank"] = covered
     _require_coverage(plan, "strip", covered, rp)
     _require_film(plan, "strip", strip_bare_patch(loc, rp.profile), "along the axis", "around")
-    _require_focus(plan, "strip", frame, "shank", loc.silhouette, rp.profile.guard.min_strip_sharpness)
     box = (loc.datum_px, 0, loc.end_px, loc.rows)
-    _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard.min_noise)
+    _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard)
     _require_lines(plan, frame, loc)
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
@@ -247,9 +253,21 @@ def _require_turned(plan: _Plan) -> None:
         )
 
 
-def _require_focus(plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhouette, floor: float) -> None:
-    sharpness = edge_sharpness(frame.data, frame.pixel_format, kind, sil)
+def _require_detail(
+    plan: _Plan,
+    name: str,
+    frame: Pixels,
+    kind: str,
+    sil: Silhouette,
+    box: tuple[int, int, int, int],
+    guard: GuardSettings,
+) -> None:
+    """The view shows fine detail: its silhouette edge is sharp (cellctl.vision.focus) and
+    the sensor's noise is still on every block of the part (cellctl.vision.noise)."""
+    plane = fine_plane(frame.data, frame.pixel_format, kind, sil)
+    sharpness = edge_sharpness(plane, sil) if plane is not None else None
     plan.sharpness[name] = sharpness
+    floor = guard.min_head_sharpness if kind == "head" else guard.min_strip_sharpness
     if sharpness is None:
         _flag(plan.out_of_focus, name)
         plan.problems.append(f"{name}: no silhouette edge to check the focus on")
@@ -259,19 +277,13 @@ def _require_focus(plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhou
         plan.problems.append(
             f"{name}: out of focus (edge sharpness {sharpness:.2f}, at least {floor:g}: guard.{field})"
         )
-
-
-def _require_detail(
-    plan: _Plan, name: str, frame: Pixels, kind: str, sil: Silhouette, box: tuple[int, int, int, int], floor: float
-) -> None:
-    """The sensor's noise is still on every block of the part (cellctl.vision.noise)."""
-    noise = least_noise(frame.data, frame.pixel_format, kind, sil, box)
+    noise = least_noise(plane, box) if plane is not None else None
     plan.noise[name] = noise
-    if noise is not None and noise < floor:
+    if noise is not None and noise < guard.min_noise:
         _flag(plan.out_of_focus, name)
         plan.problems.append(
-            f"{name}: smoothed after the sensor (noise {noise:.2f} in a block of the part, at least {floor:g}: "
-            "guard.min_noise)"
+            f"{name}: smoothed after the sensor (noise {noise:.2f} in a block of the part, at least "
+            f"{guard.min_noise:g}: guard.min_noise)"
         )
 
 

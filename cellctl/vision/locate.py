@@ -44,19 +44,27 @@ class Plane:
     step_y: int
 
 
+def green_sites(data: np.ndarray, pixel_format: str) -> tuple[np.ndarray, int] | None:
+    """The green channel as the sensor sampled it and image pixels per its pixel (2 for the
+    G sites of a Bayer mosaic, 1 otherwise); None for pixels of no known layout."""
+    if pixel_format == "BayerRG8" and data.ndim == 2:
+        return data[0::2, 1::2], 2  # RGGB: the G site of each 2 x 2 cell
+    if pixel_format == "RGB8" and data.ndim == 3 and data.shape[2] == 3:
+        return data[:, :, 1], 1
+    if pixel_format == "Mono8" and data.ndim == 2:
+        return data, 1
+    return None
+
+
 def green_plane(data: np.ndarray, pixel_format: str, step_x: int, step_y: int) -> Plane:
     """The fluorescence channel at 1/step of the image's resolution (step even)."""
     if data.dtype != np.uint8:
         raise NotLocated(f"expected 8-bit pixels, got {data.dtype}")
-    if pixel_format == "BayerRG8" and data.ndim == 2:
-        g = data[0::2, 1::2]  # RGGB: the G site of each 2 x 2 cell
-        sx, sy = step_x // 2, step_y // 2
-    elif pixel_format == "RGB8" and data.ndim == 3 and data.shape[2] == 3:
-        g, sx, sy = data[:, :, 1], step_x, step_y
-    elif pixel_format == "Mono8" and data.ndim == 2:
-        g, sx, sy = data, step_x, step_y
-    else:
+    sites = green_sites(data, pixel_format)
+    if sites is None:
         raise NotLocated(f"cannot read {pixel_format} pixels of shape {data.shape}")
+    g, site = sites
+    sx, sy = step_x // site, step_y // site
     rows, cols = g.shape[0] // sy, g.shape[1] // sx
     if rows < 8 or cols < 8:
         raise NotLocated(f"image of {data.shape[1]} x {data.shape[0]} px is too small to find a part in")
@@ -97,6 +105,31 @@ def silhouette(plane: Plane, min_contrast: float) -> Silhouette:
         raise NotLocated("no part seen: nothing bright larger than a speck")
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return Silhouette(labels == best, float(threshold), background, surface)
+
+
+@dataclass(frozen=True)
+class FinePlane:
+    """A view's green channel at the resolution fine detail is measured on, with the located
+    part's silhouette brought to it: the green sites of a head frame (a 2-pixel grid whatever
+    format the frame came in, so a demosaiced file reads as its Bayer original), every pixel
+    of a strip."""
+
+    pixels: np.ndarray  # uint8
+    mask: np.ndarray  # uint8, 1 on the part
+    scale: int  # image pixels per plane pixel
+
+
+def fine_plane(data: np.ndarray, pixel_format: str, kind: str, sil: Silhouette) -> FinePlane | None:
+    """``kind`` "head" or "shank"; None for pixels of no known layout."""
+    sites = green_sites(data, pixel_format)
+    if sites is None:
+        return None
+    green, scale = sites
+    if kind == "head" and scale == 1:
+        green, scale = green[0::2, 1::2], 2
+    rows, cols = green.shape[:2]
+    mask = cv2.resize(sil.mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST)
+    return FinePlane(green, mask, scale)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ patch blurred 3 px over a crack PASSed 26 of 40 defective parts), while the silh
 (cellctl.vision.focus) may lie outside the patch, and smoothing along the lines of the strip
 alone leaves that edge untouched.
 
-The measure, per block of ``BLOCK`` pixels of the green plane that lies on the part (on the
-green sites of a head frame, every pixel of the strip): the mean absolute second difference
-of neighbouring pixels, across and along the lines, the smaller of the two. Structure on the
+The measure, per block of ``BLOCK`` pixels of the green plane that lies on the part
+(cellctl.vision.locate.FinePlane: the green sites of a head frame, every pixel of the strip):
+the mean absolute second difference of neighbouring pixels, across and along the lines, the
+smaller of the two. Structure on the
 part only raises it; for noise of sigma it reads about sigma. The view's figure is the
 lowest block's. A defocused lens does not lower it (noise is added after the optics): that is
 the focus measure's work.
@@ -22,27 +23,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cellctl.vision.focus import edge_plane
-from cellctl.vision.locate import Silhouette
+from cellctl.vision.locate import FinePlane
 
 BLOCK = 16  # green-plane pixels a side: 1.3 mm on a head frame, 1 mm x 0.2 mm (M8) on the strip
 MIN_ON_PART = 0.8  # of a block's pixels on the part, away from its edge, unclipped: else not measured
 EDGE_PX = 2  # green-plane pixels inside the silhouette's edge left out (the edge is structure)
 
 
-def least_noise(
-    data: np.ndarray, pixel_format: str, kind: str, sil: Silhouette, box: tuple[int, int, int, int]
-) -> float | None:
+def least_noise(plane: FinePlane, box: tuple[int, int, int, int]) -> float | None:
     """The lowest block's noise figure inside ``box`` (x0, y0, x1, y1 in image pixels), or
-    None when no block lies on the part (or the pixels are of no known layout)."""
-    green = edge_plane(data, pixel_format, kind)
-    if green is None:
-        return None
+    None when no block lies on the part."""
+    green = plane.pixels
     rows, cols = green.shape[:2]
-    mask = cv2.resize(sil.mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST)
-    mask = cv2.erode(mask, np.ones((2 * EDGE_PX + 1, 2 * EDGE_PX + 1), np.uint8))
-    scale = data.shape[1] / cols  # image pixels per green-plane pixel across (2 on a head frame)
-    x0, y0, x1, y1 = (int(v / scale) for v in box)
+    mask = cv2.erode(plane.mask, np.ones((2 * EDGE_PX + 1, 2 * EDGE_PX + 1), np.uint8))
+    x0, y0, x1, y1 = (v // plane.scale for v in box)
     x0, y0, x1, y1 = max(x0, 1), max(y0, 1), min(x1, cols - 1), min(y1, rows - 1)
     if x1 - x0 < BLOCK or y1 - y0 < BLOCK:
         return None
