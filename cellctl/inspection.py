@@ -198,6 +198,7 @@ def _plan_strip(plan: _Plan, frame: Pixels, rp: ResolvedProfile) -> None:
     plan.coverage["shank"] = covered
     _require_coverage(plan, "strip", covered, rp)
     _require_film(plan, "strip", strip_bare_patch(loc, rp.profile), "along the axis", "around")
+    _require_length(plan, loc, rp)
     box = (loc.datum_px, 0, loc.end_px, loc.rows)
     _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard)
     _require_lines(plan, frame, loc)
@@ -223,6 +224,21 @@ def _require_film(plan: _Plan, name: str, patch: tuple[float, float] | None, x: 
         _flag(plan.short_of_coverage, name)
         plan.problems.append(
             f"{name}: bare patch of {patch[0]:.1f} mm {x} x {patch[1]:.1f} mm {y} (no particle film: not inspected)"
+        )
+
+
+def _require_length(plan: _Plan, loc: StripLocation, rp: ResolvedProfile) -> None:
+    """The strip shows the part to its end: a band round the shank's end that no film lights
+    makes the part look shorter (within the size tolerance that tells another part), and its
+    surface was never inspected."""
+    g, fixture = rp.profile.geometry, rp.profile.fixture
+    nominal = g.head_height_mm + g.length_mm
+    least = nominal * (1.0 - fixture.length_tolerance)
+    if loc.length_mm < least:
+        _flag(plan.short_of_coverage, "strip")
+        plan.problems.append(
+            f"strip: the part is seen {loc.length_mm:.1f} mm long, at least {least:.1f} mm of its {nominal:g} mm "
+            "(fixture.length_tolerance): its end is not lit, not inspected"
         )
 
 

@@ -172,3 +172,20 @@ def test_a_patch_smoothed_after_the_sensor_is_recheck(model, shots, rp):
     result = _judge(model, rp, heads, along)
     assert result.decision.outcome is Outcome.RECHECK and result.out_of_focus == ("strip",), result.problems
     assert any(p.startswith("strip: smoothed after the sensor") for p in result.problems)
+
+
+@pytest.mark.parametrize("rp", [M8, M12], ids=lambda rp: rp.name)
+def test_an_unlit_band_round_the_shanks_end_is_surface_not_inspected(model, shots, rp):
+    """The part then looks shorter, still well inside the size tolerance that tells another
+    part (12 %), and its end was never inspected."""
+    heads, strip = shots[rp.name]
+    loc = locate_strip(strip.data, strip.pixel_format, rp.profile)
+    g = rp.profile.geometry
+    # 6 % of the part's length: past what magnification explains (4 %), short of another part (12 %)
+    band = int(0.06 * (g.head_height_mm + g.length_mm) * rp.profile.optics.line_px_per_mm)
+    data = strip.data.copy()
+    noise = np.random.default_rng(7).normal(0.0, SENSOR_NOISE, (data.shape[0], band + 10))
+    data[:, loc.end_px - band : loc.end_px + 10, 1] = np.clip(loc.silhouette.background + noise, 0, 255)
+    result = _judge(model, rp, heads, Frame(data, strip.pixel_format))
+    assert result.decision.outcome is Outcome.RECHECK and result.short_of_coverage == ("strip",), result.problems
+    assert any("its end is not lit" in p for p in result.problems), result.problems

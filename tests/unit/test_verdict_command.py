@@ -35,6 +35,11 @@ def test_a_verdict_is_shown_whole_with_its_evidence(records, capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"seq 2  part {part_id}  profile m8x40-hex  {verdict}")
     assert "coverage    head" in text and f"views       {len(row['scores'])}:" in text
+    # every view's focus and sensor noise, as the records keep them (a real sensor's noise: above the floor)
+    views = ("head@0", "head@90", "head@180", "head@270", "strip")
+    assert set(row["evidence"]["sharpness"]) == set(row["evidence"]["noise"]) == set(views)
+    assert all(row["evidence"]["noise"][v] >= 0.8 for v in views) and row["evidence"]["repeated"] == []
+    assert "  focus       head@0 " in text and "  noise       head@0 " in text
     for name in row["scores"]:
         assert f"    {name}" in text
 
