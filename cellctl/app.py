@@ -202,7 +202,8 @@ class Cell:
             "loop_lag_ms": self.loop_lag.summary(),
             "verdicts": self.counts,
             # since start: views and parts out of distribution, parts RECHECK for a part not
-            # located or too little surface covered (cellctl.pipeline.publish.guard_findings)
+            # located, too little surface covered, a view out of focus or smoothed, or a view
+            # that repeats another (cellctl.pipeline.publish.guard_findings)
             "guard": dict(self.publisher.guard),
             "captures": self.capturer.health() if self.capturer is not None else None,
         }
