@@ -13,7 +13,8 @@ Three measures, each against what a sensor's own noise can do:
   smooth part (what structure would make) over its fine part (what noise makes) under
   ``SAME_HEAD``. White noise alone reads 0.44-0.49 whatever the part's brightness (two shots
   of one position, the sensor's noise drawn afresh; an identical frame reads 0); frames 60
-  or 90 degrees apart read at least 1.07 (10 parts each, SEED and PLANT renders, M8);
+  or 90 degrees apart read at least 0.88 (15 PLANT parts, M8; SEED 1.28), and none of the
+  2,100 consecutive pairs of 700 PLANT held-out parts (M8, M12) read under the limit;
 - a strip whose shank, smoothed around the turn, differs from itself half a turn on by less
   than ``SAME_TURN`` of the contrast: one line seen all the way round (a stall: at most
   0.012; a turning part at least 0.112, SEED and PLANT);
