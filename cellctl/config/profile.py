@@ -113,8 +113,8 @@ class GuardSettings(SettingsModel):
         default=0.26, ge=0.0, le=2.0, description="the strip's silhouette edge slope over the part's contrast"
     )
 
-    # sensor noise (cellctl.vision.noise): the simulator's sensor reads 1.8-2.3 on every block,
-    # a patch blurred 3 px at most 0.06, strip lines averaged 3 at a time 0.5
+    # sensor noise (cellctl.vision.noise): the simulator's sensor reads at least 1.77 on every block,
+    # a patch blurred 3 px at most 0.21, strip lines averaged 3 at a time at most 0.55
     min_noise: float = Field(
         default=0.8, ge=0.0, le=50.0, description="the least sensor noise a block of the part may show"
     )
