@@ -31,6 +31,7 @@ from cellctl.fault import Fault, Step
 from cellctl.vision.bare import head_bare_patch, strip_bare_patch
 from cellctl.vision.focus import edge_sharpness
 from cellctl.vision.locate import (
+    FinePlane,
     HeadLocation,
     NotLocated,
     Silhouette,
@@ -200,8 +201,8 @@ def _plan_strip(plan: _Plan, frame: Pixels, rp: ResolvedProfile) -> None:
     _require_film(plan, "strip", strip_bare_patch(loc, rp.profile), "along the axis", "around")
     _require_length(plan, loc, rp)
     box = (loc.datum_px, 0, loc.end_px, loc.rows)
-    _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard)
-    _require_lines(plan, frame, loc)
+    plane = _require_detail(plan, "strip", frame, "shank", loc.silhouette, box, rp.profile.guard)
+    _require_lines(plan, plane, loc)
     plan.tiles += [_Tile(t, frame, loc.silhouette) for t in tiles]
 
 
@@ -242,7 +243,7 @@ def _require_length(plan: _Plan, loc: StripLocation, rp: ResolvedProfile) -> Non
         )
 
 
-def _require_lines(plan: _Plan, frame: Pixels, loc: StripLocation) -> None:
+def _require_lines(plan: _Plan, plane: FinePlane | None, loc: StripLocation) -> None:
     """Every line of the strip shows its own place of the turn (cellctl.vision.repeats)."""
     turn = turn_difference(loc)
     if turn < SAME_TURN:
@@ -252,7 +253,7 @@ def _require_lines(plan: _Plan, frame: Pixels, loc: StripLocation) -> None:
             "the part did not turn"
         )
         return
-    run = repeated_lines(frame.data, frame.pixel_format, loc)
+    run = repeated_lines(plane, loc) if plane is not None else None
     if run is not None:
         _flag(plan.repeated, "strip")
         first, count = run
@@ -277,9 +278,10 @@ def _require_detail(
     sil: Silhouette,
     box: tuple[int, int, int, int],
     guard: GuardSettings,
-) -> None:
+) -> FinePlane | None:
     """The view shows fine detail: its silhouette edge is sharp (cellctl.vision.focus) and
-    the sensor's noise is still on every block of the part (cellctl.vision.noise)."""
+    the sensor's noise is still on every block of the part (cellctl.vision.noise). Returns
+    the fine plane it measured on (None for pixels of no known layout), for the strip's lines."""
     plane = fine_plane(frame.data, frame.pixel_format, kind, sil)
     sharpness = edge_sharpness(plane, sil) if plane is not None else None
     plan.sharpness[name] = sharpness
@@ -301,6 +303,7 @@ def _require_detail(
             f"{name}: smoothed after the sensor (noise {noise:.2f} in a block of the part, at least "
             f"{guard.min_noise:g}: guard.min_noise)"
         )
+    return plane
 
 
 def _judge(plan: _Plan, rp: ResolvedProfile, model: Model) -> Inspection:

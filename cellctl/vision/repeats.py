@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from cellctl.vision.locate import STRIP_COL_STEP, HeadLocation, StripLocation
+from cellctl.vision.locate import STRIP_COL_STEP, FinePlane, HeadLocation, StripLocation
 
 SAME_HEAD = 0.7  # two head frames' difference: its smooth part over its fine part, at most
 SAME_TURN = 0.05  # mean |difference| of the smoothed shank and itself half a turn on, over the contrast
@@ -84,22 +84,19 @@ def turn_difference(loc: StripLocation) -> float:
     return float(np.abs(smooth - np.roll(smooth, smooth.shape[0] // 2, axis=0)).mean()) / contrast
 
 
-def repeated_lines(data: np.ndarray, pixel_format: str, loc: StripLocation) -> tuple[int, int] | None:
+def repeated_lines(plane: FinePlane, loc: StripLocation) -> tuple[int, int] | None:
     """(first line, count) of the longest run of strip lines each equal to the line before
     (over the shank's columns), when it reaches ``MAX_REPEATED_LINES``; else None.
 
-    Lines two apart are compared, so a Bayer strip's lines of the same colour meet; clipped
-    pixels (0 or 255 in both lines) say nothing and are left out, and a line with less than
-    half its pixels left is no evidence either way."""
-    if pixel_format == "RGB8" and data.ndim == 3:
-        green = data[:, loc.datum_px : loc.end_px, 1]
-    elif data.ndim == 2:
-        green = data[:, loc.datum_px : loc.end_px]
-    else:
+    Lines two apart are compared, so a Bayer strip's lines of the same colour meet (its plane
+    holds the green sites, a line in two: neighbouring rows); clipped pixels (0 or 255 in
+    both lines) say nothing and are left out, and a line with less than half its pixels left
+    is no evidence either way."""
+    green = plane.pixels[:, loc.datum_px // plane.scale : loc.end_px // plane.scale]
+    apart = max(2 // plane.scale, 1)  # plane rows two lines apart
+    if green.shape[0] <= apart or green.shape[1] == 0:
         return None
-    if green.shape[0] < 3 or green.shape[1] == 0:
-        return None
-    a, b = green[2:].astype(np.int16), green[:-2].astype(np.int16)
+    a, b = green[apart:].astype(np.int16), green[:-apart].astype(np.int16)
     clipped = ((a == 0) & (b == 0)) | ((a == 255) & (b == 255))
     kept = (~clipped).sum(axis=1)
     diff = (np.abs(a - b) * ~clipped).sum(axis=1) / np.maximum(kept, 1)
@@ -109,5 +106,6 @@ def repeated_lines(data: np.ndarray, pixel_format: str, loc: StripLocation) -> t
         return None
     runs = edges.reshape(-1, 2)
     longest = runs[int(np.argmax(runs[:, 1] - runs[:, 0]))]
-    count = int(longest[1] - longest[0]) + 2  # a run of k equal pairs, two lines apart, is k + 2 lines
-    return (int(longest[0]), count) if count >= MAX_REPEATED_LINES else None
+    # a run of k equal pairs of rows d apart is k + d rows
+    count = (int(longest[1] - longest[0]) + apart) * plane.scale
+    return (int(longest[0]) * plane.scale, count) if count >= MAX_REPEATED_LINES else None
